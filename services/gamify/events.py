@@ -1,0 +1,126 @@
+"""One event, as apps send it and as it travels on the stream.
+
+Apps post `{"id", "type", "user", "occurredAt", "properties", "source"?}`. The ingest service
+validates each event on its own (one bad event never sinks its batch) and publishes the
+normalised form below, with `receivedAt`, to `gamify.<program>.events.<type>`.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from gamify.program import EVENT_TYPE, describe_errors
+
+MAX_PROPERTIES_BYTES = 4096
+MAX_PROPERTIES_DEPTH = 4
+MAX_NUMBER = 1e15  # larger unit properties would overflow points arithmetic
+
+
+def _check_aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("must be RFC 3339 with an offset, e.g. 2027-01-05T08:30:00Z")
+    if not 2000 <= value.year <= 2200:
+        raise ValueError("year out of range")
+    return value.astimezone(UTC)
+
+
+def _depth(value: Any, level: int = 1) -> int:
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level)
+    return level
+
+
+def _check_numbers(value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("numbers must be finite")
+    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
+        raise ValueError(f"numbers must be within ±{MAX_NUMBER:.0e}")
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_numbers(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_numbers(item)
+
+
+UtcTime = Annotated[datetime, AfterValidator(_check_aware)]
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+    id: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+        description="Client-made unique id: the idempotency key. Retries reuse it.",
+        examples=["evt-0f8c2a1e-7d41-4c55-9d1a-2d4b8e6f9a10"],
+    )
+    type: str = Field(
+        min_length=1, max_length=64, pattern=EVENT_TYPE, description="Event type, e.g. activity.steps"
+    )
+    user: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Pseudonymous employee id (never an email or a name).",
+        examples=["u-1029"],
+    )
+    occurred_at: UtcTime = Field(description="When it happened (RFC 3339 with offset).")
+    properties: dict[str, Any] = Field(
+        default_factory=dict, description='Event details, e.g. {"steps": 8200}.'
+    )
+    source: str | None = Field(None, max_length=64, description="App that sent it: mobile, web, chatbot…")
+
+    @field_validator("properties")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if _depth(value) > MAX_PROPERTIES_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_PROPERTIES_DEPTH} levels")
+        _check_numbers(value)
+        if len(orjson.dumps(value)) > MAX_PROPERTIES_BYTES:
+            raise ValueError(f"larger than {MAX_PROPERTIES_BYTES} bytes")
+        return value
+
+
+class StreamEvent(Event):
+    """What is published on the stream: the event plus when ingest received it."""
+
+    received_at: UtcTime
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> StreamEvent:
+        return cls.model_validate_json(data)
+
+
+class EventRejected(ValueError):
+    """One event that cannot be accepted; `reason` names the field."""
+
+    def __init__(self, event_id: str | None, reason: str):
+        super().__init__(reason)
+        self.event_id = event_id
+        self.reason = reason
+
+
+def parse_event(raw: Any) -> Event:
+    """Validate one raw event; raise EventRejected with the field named."""
+    event_id = raw.get("id") if isinstance(raw, dict) else None
+    if not isinstance(event_id, str):
+        event_id = None
+    if not isinstance(raw, dict):
+        raise EventRejected(None, "event must be a JSON object")
+    try:
+        return Event.model_validate(raw)
+    except ValidationError as exc:
+        raise EventRejected(event_id, describe_errors(exc)) from exc

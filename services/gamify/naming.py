@@ -1,0 +1,61 @@
+"""Every name a program owns, derived from its id (DESIGN.md, "Owned names").
+
+For program `acme-2027`: namespace `gamify-acme-2027`, stream `GAMIFY_ACME_2027` on subjects
+`gamify.acme-2027.>`, schema and MySQL user `gamify_acme_2027`, bucket prefix `acme-2027/`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProgramNames:
+    program: str
+
+    @property
+    def namespace(self) -> str:
+        return f"gamify-{self.program}"
+
+    @property
+    def stream(self) -> str:
+        return "GAMIFY_" + self.program.upper().replace("-", "_")
+
+    @property
+    def subjects(self) -> str:
+        return f"gamify.{self.program}.>"
+
+    @property
+    def events_subject_filter(self) -> str:
+        return f"gamify.{self.program}.events.>"
+
+    def event_subject(self, event_type: str) -> str:
+        return f"gamify.{self.program}.events.{event_type}"
+
+    def dead_letter_subject(self, event_type: str) -> str:
+        return f"gamify.{self.program}.deadletter.{event_type}"
+
+    @property
+    def dead_letter_filter(self) -> str:
+        return f"gamify.{self.program}.deadletter.>"
+
+    @property
+    def durable(self) -> str:
+        return "scoring"
+
+    @property
+    def schema(self) -> str:
+        return "gamify_" + self.program.replace("-", "_")
+
+    @property
+    def db_user(self) -> str:
+        # MariaDB user names may be up to 80 characters; program ids are at most 40.
+        return self.schema
+
+    @property
+    def nats_user(self) -> str:
+        return self.schema
+
+    @property
+    def bucket_prefix(self) -> str:
+        return f"{self.program}/"
