@@ -1,0 +1,233 @@
+"""`gamify`: the command line (DESIGN.md, "The one-machine command line").
+
+gamify local up -f PROGRAM.yaml [--json]    provision + start ingest, scoring, snapshots
+gamify local down [PROGRAM]                 stop one program (or all)
+gamify local status                         what runs here
+gamify snapshot run PROGRAM                 one snapshot now
+gamify leaderboard PROGRAM [BOARD]          a board from the published snapshot
+gamify user PROGRAM USER                    one employee's published snapshot
+gamify validate PROGRAM.yaml                check a program file, naming bad fields
+gamify run ingest|scoring|snapshots         the service processes (what containers run)
+gamify demo                                 the whole pipeline on this machine
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gamify.program import ProgramError, load_program
+
+app = typer.Typer(
+    help="Multi-tenant gamification platform: programs, events, scores and snapshots.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+local_app = typer.Typer(help="Run programs on this machine, no cluster needed.", no_args_is_help=True)
+snapshot_app = typer.Typer(help="Publish snapshots to the bucket.", no_args_is_help=True)
+app.add_typer(local_app, name="local")
+app.add_typer(snapshot_app, name="snapshot")
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    errors.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@local_app.command("up")
+def local_up(
+    file: Annotated[Path, typer.Option("-f", "--file", help="Program YAML (as for kubectl apply).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Provision a program and start its processes; returns when ingest is ready."""
+    from gamify import local
+
+    try:
+        with errors.status(f"bringing up {file} …"):
+            state = local.up(file)
+    except (ProgramError, local.LocalError, OSError) as exc:
+        _fail(str(exc))
+        return
+    info = state.public()
+    if as_json:
+        print(json.dumps(info))
+        return
+    table = Table(title=f"program {state.program} is up", show_header=False)
+    for key, value in info.items():
+        table.add_row(key, value)
+    console.print(table)
+
+
+@local_app.command("down")
+def local_down(
+    program: Annotated[str | None, typer.Argument(help="Program id; all when omitted.")] = None,
+) -> None:
+    """Stop a program's processes (its stream, schema and snapshots stay)."""
+    from gamify import local
+
+    names = [program] if program else local.known_programs()
+    for name in names:
+        try:
+            local.down(name)
+        except local.LocalError as exc:
+            _fail(str(exc))
+        console.print(f"stopped {name}")
+
+
+@local_app.command("status")
+def local_status() -> None:
+    """Programs set up on this machine and their processes."""
+    from gamify import local
+
+    table = Table("program", "tenant", "ingest", "scoring", "snapshots", "ingest URL", "snapshot URL")
+    for name in local.known_programs():
+        state = local.load_state(name)
+        alive = local.running(state)
+        marks = [("[green]up[/]" if alive.get(p) else "[dim]down[/]") for p in local.PROCESSES]
+        table.add_row(name, state.tenant, *marks, state.ingest_url, state.snapshot_url)
+    console.print(table)
+
+
+@snapshot_app.command("run")
+def snapshot_run(program: Annotated[str, typer.Argument(help="Program id.")]) -> None:
+    """Publish one snapshot of PROGRAM now."""
+    from gamify import local
+    from gamify.snapshots.writer import run_snapshot
+
+    try:
+        state = local.load_state(program)
+    except local.LocalError as exc:
+        _fail(str(exc))
+        return
+    spec = load_program(local.program_dir(program) / "program.yaml")
+    report = run_snapshot(spec, state.database_url, state.bucket)
+    table = Table(title=f"snapshot of {program}", show_header=False)
+    for key, value in vars(report).items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+def _published(program: str, key: str) -> dict[str, Any]:
+    from gamify import local
+    from gamify.storage import open_store
+
+    state = local.load_state(program)
+    data = open_store(state.snapshot_url).get(key)
+    if data is None:
+        _fail(f"{state.snapshot_url}{key} is not published yet: run `gamify snapshot run {program}`")
+    return dict(json.loads(data or b"{}"))
+
+
+@app.command("leaderboard")
+def leaderboard(
+    program: Annotated[str, typer.Argument(help="Program id.")],
+    board: Annotated[str | None, typer.Argument(help="Board id; the first board when omitted.")] = None,
+    top: Annotated[int, typer.Option(help="Rows to show.")] = 10,
+) -> None:
+    """Show a leaderboard as apps see it (from the published snapshot)."""
+    from gamify import local
+
+    try:
+        spec = load_program(local.program_dir(program) / "program.yaml").spec
+    except (ProgramError, OSError):
+        _fail(f"program {program!r} is not set up here")
+        return
+    if not spec.leaderboards:
+        _fail(f"program {program!r} has no leaderboards (mode {spec.mode.value})")
+    board_id = board or spec.leaderboards[0].id
+    doc = _published(program, f"leaderboards/{board_id}.json")
+    table = Table(
+        "rank",
+        "user",
+        "points",
+        title=f"{program} · {board_id} ({doc.get('window')}) · {doc.get('participants')} participants",
+        caption=f"generated {doc.get('generatedAt')}",
+    )
+    for entry in doc.get("entries", [])[:top]:
+        table.add_row(str(entry["rank"]), entry["user"], f"{entry['points']:,}")
+    console.print(table)
+
+
+@app.command("user")
+def user(
+    program: Annotated[str, typer.Argument(help="Program id.")],
+    user_id: Annotated[str, typer.Argument(metavar="USER", help="Employee id.")],
+) -> None:
+    """Show one employee's published snapshot."""
+    doc = _published(program, f"users/{user_id}.json")
+    summary = Table(title=f"{program} · {user_id}", show_header=False)
+    summary.add_row("points", f"{doc['points']:,}")
+    summary.add_row("balance", f"{doc['balance']:,}")
+    for board_id, rank in doc.get("ranks", {}).items():
+        summary.add_row(f"rank on {board_id}", "-" if rank is None else str(rank))
+    summary.add_row("badges", ", ".join(doc.get("badges", [])) or "-")
+    summary.add_row("updated", str(doc.get("updatedAt")))
+    console.print(summary)
+    if doc.get("redemptions"):
+        table = Table("redemption", "reward", "status", "reason")
+        for item in doc["redemptions"]:
+            table.add_row(item["id"], item["reward"], item["status"], item.get("reason") or "")
+        console.print(table)
+
+
+@app.command("validate")
+def validate(file: Annotated[Path, typer.Argument(help="Program YAML.")]) -> None:
+    """Check a program file; every problem names its field."""
+    try:
+        program = load_program(file)
+    except ProgramError as exc:
+        for problem in str(exc).split("; "):
+            errors.print(f"[red]✗[/] {problem}")
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        _fail(str(exc))
+        return
+    spec = program.spec
+    console.print(
+        f"[green]✓[/] {program.name} (tenant {spec.tenant}, mode {spec.mode.value}): "
+        f"{len(spec.rules)} rules, {len(spec.boosts)} boosts, {len(spec.badges)} badges, "
+        f"{len(spec.rewards)} rewards, {len(spec.leaderboards)} boards"
+    )
+
+
+class Service(StrEnum):
+    ingest = "ingest"
+    scoring = "scoring"
+    snapshots = "snapshots"
+
+
+@app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run_service(ctx: typer.Context, service: Annotated[Service, typer.Argument()]) -> None:
+    """Run a service process in the foreground, configured by GAMIFY_* environment variables."""
+    sys.argv = [f"gamify-{service.value}", *ctx.args]
+    runpy.run_module(f"gamify.{service.value}", run_name="__main__", alter_sys=True)
+
+
+@app.command("demo")
+def demo(
+    employees: Annotated[int, typer.Option(help="Synthetic employees per program.")] = 300,
+    days: Annotated[int, typer.Option(help="Days of activity to simulate.")] = 6,
+) -> None:
+    """Run the whole pipeline on this machine with the example programs."""
+    from gamify.demo import run_demo
+
+    run_demo(console, employees=employees, days=days)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
