@@ -252,12 +252,24 @@ class Retention(_Model):
     )
 
 
-def _unique(items: list[Any], what: str) -> None:
+class FieldError(ValueError):
+    """A cross-field check that knows which field is wrong.
+
+    A model validator's error is located at the model itself (e.g. `spec`); `where` is the
+    path below it (e.g. `("rules", 1, "id")`) so the message can name `spec.rules[1].id`.
+    """
+
+    def __init__(self, where: tuple[int | str, ...], message: str):
+        super().__init__(message)
+        self.where = where
+
+
+def _unique(items: list[Any], what: str, field: str) -> None:
     seen: set[str] = set()
-    for item in items:
+    for index, item in enumerate(items):
         key = item.id
         if key in seen:
-            raise ValueError(f"duplicate {what} id {key!r}")
+            raise FieldError((field, index, "id"), f"duplicate {what} id {key!r}")
         seen.add(key)
 
 
@@ -279,18 +291,22 @@ class ProgramSpec(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> ProgramSpec:
-        _unique(self.rules, "rule")
-        _unique(self.badges, "badge")
-        _unique(self.rewards, "reward")
-        _unique(self.leaderboards, "leaderboard")
+        _unique(self.rules, "rule", "rules")
+        _unique(self.badges, "badge", "badges")
+        _unique(self.rewards, "reward", "rewards")
+        _unique(self.leaderboards, "leaderboard", "leaderboards")
         rule_ids = {rule.id for rule in self.rules}
-        for badge in self.badges:
+        for index, badge in enumerate(self.badges):
             if badge.rule is not None and badge.rule not in rule_ids:
-                raise ValueError(f"badge {badge.id!r} names unknown rule {badge.rule!r}")
+                raise FieldError(
+                    ("badges", index, "rule"), f"badge {badge.id!r} names unknown rule {badge.rule!r}"
+                )
         if self.mode == Mode.ranking and self.rewards:
-            raise ValueError("mode `ranking` has no rewards: remove them or use mode `both`")
+            raise FieldError(("rewards",), "mode `ranking` has no rewards: remove them or use mode `both`")
         if self.mode == Mode.rewards and self.leaderboards:
-            raise ValueError("mode `rewards` has no leaderboards: remove them or use mode `both`")
+            raise FieldError(
+                ("leaderboards",), "mode `rewards` has no leaderboards: remove them or use mode `both`"
+            )
         return self
 
     def rules_for(self, event_type: str) -> list[Rule]:
@@ -333,7 +349,11 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
 def describe_errors(exc: ValidationError, prefix: str = "") -> str:
     lines = []
     for err in exc.errors():
-        where = _field_path(tuple(err["loc"]))
+        loc = tuple(err["loc"])
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, FieldError):
+            loc += cause.where
+        where = _field_path(loc)
         if prefix:
             where = f"{prefix}.{where}" if where else prefix
         message = err["msg"].removeprefix("Value error, ")
