@@ -8,11 +8,20 @@ normalised form below, with `receivedAt`, to `gamify.<program>.events.<type>`.
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from gamify.program import EVENT_TYPE, describe_errors
@@ -20,6 +29,17 @@ from gamify.program import EVENT_TYPE, describe_errors
 MAX_PROPERTIES_BYTES = 4096
 MAX_PROPERTIES_DEPTH = 4
 MAX_NUMBER = 1e15  # larger unit properties would overflow points arithmetic
+
+# Date, then a time: pydantic alone would also take Unix timestamps (even as strings).
+_RFC3339_START = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _check_rfc3339(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339_START.match(value):
+        raise ValueError("must be RFC 3339 with an offset, e.g. 2027-01-05T08:30:00Z")
+    return value
 
 
 def _check_aware(value: datetime) -> datetime:
@@ -30,12 +50,17 @@ def _check_aware(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _depth(value: Any, level: int = 1) -> int:
-    if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level)
-    return level
+def _too_deep(value: Any, levels_left: int = MAX_PROPERTIES_DEPTH) -> bool:
+    """Whether objects/arrays nest more than `levels_left` levels (`properties` itself is one).
+
+    Stops descending as soon as it knows, so a hostile 1000-level body cannot exhaust the stack.
+    """
+    if not isinstance(value, dict | list):
+        return False
+    if levels_left <= 0:
+        return True
+    children = value.values() if isinstance(value, dict) else value
+    return any(_too_deep(child, levels_left - 1) for child in children)
 
 
 def _check_numbers(value: Any) -> None:
@@ -51,7 +76,7 @@ def _check_numbers(value: Any) -> None:
             _check_numbers(item)
 
 
-UtcTime = Annotated[datetime, AfterValidator(_check_aware)]
+UtcTime = Annotated[datetime, BeforeValidator(_check_rfc3339), AfterValidator(_check_aware)]
 
 
 class Event(BaseModel):
@@ -83,7 +108,7 @@ class Event(BaseModel):
     @field_validator("properties")
     @classmethod
     def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if _depth(value) > MAX_PROPERTIES_DEPTH:
+        if _too_deep(value):
             raise ValueError(f"nested deeper than {MAX_PROPERTIES_DEPTH} levels")
         _check_numbers(value)
         if len(orjson.dumps(value)) > MAX_PROPERTIES_BYTES:
