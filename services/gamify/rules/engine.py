@@ -86,6 +86,17 @@ def _number(value: Any) -> Decimal | None:
     return Decimal(str(value))
 
 
+def _same_json(left: Any, right: Any) -> bool:
+    """JSON equality: `true` is not `1` (Python's `True == 1` would say it is); 1 and 1.0 are equal."""
+    if isinstance(left, bool) or isinstance(right, bool):
+        return type(left) is type(right) and left == right
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(map(_same_json, left, right))
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(_same_json(left[k], right[k]) for k in left)
+    return bool(left == right)
+
+
 def condition_holds(condition: Condition, properties: dict[str, Any]) -> bool:
     present = condition.property in properties
     value = properties.get(condition.property)
@@ -95,11 +106,11 @@ def condition_holds(condition: Condition, properties: dict[str, Any]) -> bool:
     if not present:
         return False
     if op == ConditionOp.eq:
-        return bool(value == condition.value)
+        return _same_json(value, condition.value)
     if op == ConditionOp.ne:
-        return bool(value != condition.value)
+        return not _same_json(value, condition.value)
     if op == ConditionOp.in_:
-        return value in condition.value
+        return any(_same_json(value, option) for option in condition.value)
     left, right = _number(value), _number(condition.value)
     if left is None or right is None:
         return False
@@ -162,7 +173,8 @@ class RulesEngine:
         return Outcome(event.id, event.user, day, awards=awards, badges=self._new_badges(state))
 
     def _award(self, rule: Rule, event: ScorableEvent, state: UserState, day: date) -> Award | None:
-        if rule.once_per_user and state.rule_awards[rule.id] > 0:
+        # .get: the scorer may load these maps from the database as plain dicts.
+        if rule.once_per_user and state.rule_awards.get(rule.id, 0) > 0:
             return None
         base = base_points(rule, event.properties)
         if base <= 0:
@@ -170,12 +182,12 @@ class RulesEngine:
         multiplier = multiplier_at(self.spec, event.occurred_at)
         points = boosted(base, multiplier)
         if rule.daily_cap is not None:
-            points = min(points, rule.daily_cap - state.day_points[(rule.id, day)])
+            points = min(points, rule.daily_cap - state.day_points.get((rule.id, day), 0))
         if points <= 0:
             return None
         state.points += points
-        state.day_points[(rule.id, day)] += points
-        state.rule_awards[rule.id] += 1
+        state.day_points[(rule.id, day)] = state.day_points.get((rule.id, day), 0) + points
+        state.rule_awards[rule.id] = state.rule_awards.get(rule.id, 0) + 1
         return Award(rule.id, base, multiplier, points, day)
 
     def _new_badges(self, state: UserState) -> list[str]:
@@ -187,7 +199,7 @@ class RulesEngine:
                 reached = state.points >= badge.min_points
             else:
                 assert badge.rule is not None and badge.min_count is not None
-                reached = state.rule_awards[badge.rule] >= badge.min_count
+                reached = state.rule_awards.get(badge.rule, 0) >= badge.min_count
             if reached:
                 state.badges.add(badge.id)
                 earned.append(badge.id)
@@ -206,7 +218,7 @@ class RulesEngine:
         def rejected(reason: str) -> Redemption:
             return Redemption(reward_id, "rejected", reason, reward.cost)
 
-        if reward.per_user_limit is not None and state.redeemed[reward_id] >= reward.per_user_limit:
+        if reward.per_user_limit is not None and state.redeemed.get(reward_id, 0) >= reward.per_user_limit:
             return rejected(f"per-user limit of {reward.per_user_limit} reached")
         remaining = stock.get(reward_id, reward.stock)
         if remaining is not None and remaining <= 0:
@@ -214,7 +226,7 @@ class RulesEngine:
         if state.balance < reward.cost:
             return rejected(f"insufficient balance: {state.balance} < {reward.cost}")
         state.spent += reward.cost
-        state.redeemed[reward_id] += 1
+        state.redeemed[reward_id] = state.redeemed.get(reward_id, 0) + 1
         if remaining is not None:
             stock[reward_id] = remaining - 1
         return Redemption(reward_id, "fulfilled", None, reward.cost)
