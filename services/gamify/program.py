@@ -325,8 +325,9 @@ class Program(BaseModel):
     """A whole resource: apiVersion, kind, metadata.name (the program id) and spec."""
 
     model_config = ConfigDict(populate_by_name=True, extra="allow")
-    api_version: Literal["gamification.io/v1alpha1"] = Field(f"{API_GROUP}/{API_VERSION}", alias="apiVersion")
-    kind: Literal["GamificationProgram"] = KIND
+    # Literal defaults spelled out (not API_GROUP/KIND, which are plain str) so mypy agrees.
+    api_version: Literal["gamification.io/v1alpha1"] = Field("gamification.io/v1alpha1", alias="apiVersion")
+    kind: Literal["GamificationProgram"] = "GamificationProgram"
     metadata: Metadata
     spec: ProgramSpec
 
