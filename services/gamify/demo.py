@@ -8,7 +8,6 @@ read. The examples' dates are re-based onto today, so the demo runs on any day.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import random
 import time
@@ -25,7 +24,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gamify import local
-from gamify.naming import ProgramNames
 from gamify.program import REDEEM_EVENT, ConditionOp, Program, ProgramSpec, parse_program
 from gamify.settings import Servers, home
 
@@ -195,26 +193,6 @@ def _post(client: httpx.Client, body: bytes, headers: dict[str, str]) -> dict[st
     raise RuntimeError("ingest kept refusing the batch")
 
 
-async def _pending(nats_url: str, program: str) -> int:
-    import nats
-
-    names = ProgramNames(program)
-    connection = await nats.connect(nats_url, connect_timeout=3)
-    try:
-        info = await connection.jetstream().consumer_info(names.stream, names.durable)
-        return int(info.num_pending + info.num_ack_pending)
-    finally:
-        await connection.close()
-
-
-def wait_scored(nats_url: str, program: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while (left := asyncio.run(_pending(nats_url, program))) > 0:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"scoring of {program} still has {left} events pending")
-        time.sleep(0.5)
-
-
 def run_demo(console: Console, employees: int = 300, days: int = 6) -> None:
     from gamify.cli import leaderboard, user
     from gamify.snapshots.writer import run_snapshot
@@ -254,7 +232,7 @@ def run_demo(console: Console, employees: int = 300, days: int = 6) -> None:
     )  # fmt: skip
     for program, state in states:
         began = time.monotonic()
-        wait_scored(servers.nats_url, program.name)
+        local.wait_scored(program.name, servers=servers)
         report = run_snapshot(program, state.database_url, state.bucket)
         t = totals[program.name]
         summary.add_row(

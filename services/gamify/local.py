@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from gamify.credentials import generate_api_key, generate_password, hash_api_key
+from gamify.naming import ProgramNames
 from gamify.program import Program, dump_program, load_program
 from gamify.provisioning import provision
 from gamify.settings import Servers, home
@@ -233,6 +234,34 @@ def stop_processes(state: LocalState) -> None:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
     state.pids = {}
+
+
+def load_program_of(state: LocalState) -> Program:
+    """The program file the processes of `state` run with."""
+    return load_program(program_dir(state.program) / "program.yaml")
+
+
+async def pending_events(nats_url: str, program: str) -> int:
+    """Events on the stream the scoring consumer has not acknowledged yet."""
+    import nats
+
+    names = ProgramNames(program)
+    connection = await nats.connect(nats_url, connect_timeout=3)
+    try:
+        info = await connection.jetstream().consumer_info(names.stream, names.durable)
+        return int(info.num_pending + info.num_ack_pending)
+    finally:
+        await connection.close()
+
+
+def wait_scored(program: str, timeout: float = 180, servers: Servers | None = None) -> None:
+    """Block until scoring has caught up with everything accepted so far."""
+    nats_url = (servers or Servers.from_env()).nats_url
+    deadline = time.monotonic() + timeout
+    while (left := asyncio.run(pending_events(nats_url, program))) > 0:
+        if time.monotonic() > deadline:
+            raise LocalError(f"scoring of {program} still has {left} events pending after {timeout:.0f}s")
+        time.sleep(0.2)
 
 
 def down(program: str) -> LocalState:
