@@ -47,6 +47,8 @@ events = Table(
     Column("scored_at", Timestamp, nullable=False),
     UniqueConstraint("event_id", name="uq_events_event_id"),
     Index("ix_events_user", "user_id"),
+    # Snapshots publish MAX(stream_seq) as the last scored position: an index read, not a scan.
+    Index("ix_events_stream_seq", "stream_seq"),
 )
 
 # Append-only: one row per award (points > 0) or spend (points < 0).

@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("event_id", name="uq_events_event_id"),
     )
     op.create_index("ix_events_user", "events", ["user_id"], unique=False)
+    op.create_index("ix_events_stream_seq", "events", ["stream_seq"], unique=False)
     op.create_table(
         "ledger",
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
@@ -138,6 +139,7 @@ def downgrade() -> None:
     op.drop_index("ix_ledger_user", table_name="ledger")
     op.drop_index("ix_ledger_event", table_name="ledger")
     op.drop_table("ledger")
+    op.drop_index("ix_events_stream_seq", table_name="events")
     op.drop_index("ix_events_user", table_name="events")
     op.drop_table("events")
     op.drop_table("cap_counters")
