@@ -1,0 +1,63 @@
+# Developer entry points. `make` lists them; `make demo` and `make test` work on a fresh machine.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules --no-print-directory
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Redone only when the dependencies change (pyproject.toml newer than the stamp).
+VENV_STAMP := $(VENV)/.installed-from-pyproject
+SERVERS := scripts/servers.sh
+
+# The ports scripts/servers.sh uses; tests and the CLI get matching URLs unless already set.
+GAMIFY_NATS_PORT ?= 4222
+GAMIFY_MYSQL_PORT ?= 3306
+GAMIFY_GCS_PORT ?= 4443
+export GAMIFY_NATS_PORT GAMIFY_MYSQL_PORT GAMIFY_GCS_PORT
+export GAMIFY_NATS_URL ?= nats://127.0.0.1:$(GAMIFY_NATS_PORT)
+export GAMIFY_MYSQL_URL ?= mysql+pymysql://root@127.0.0.1:$(GAMIFY_MYSQL_PORT)/
+export STORAGE_EMULATOR_HOST ?= http://127.0.0.1:$(GAMIFY_GCS_PORT)
+
+# mypy checks the operator package too once it exists.
+MYPY_PACKAGES := -p gamify $(if $(wildcard operator/gamify_operator/__init__.py),-p gamify_operator)
+
+.PHONY: help venv servers-up servers-down servers-status test lint demo bench clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+venv: $(VENV_STAMP) ## create .venv and install the project with its dev tools
+
+$(VENV_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+servers-up: venv ## start NATS (JetStream), MariaDB and the GCS emulator, or reuse running ones
+	$(SERVERS) up
+
+servers-down: ## stop the servers that servers-up started (never ones it reused)
+	$(SERVERS) down
+
+servers-status: ## show which servers answer, and who started them
+	$(SERVERS) status
+
+test: venv servers-up ## run every test against the real servers
+	$(BIN)/pytest -q --durations=15
+
+lint: venv ## ruff (lint and format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(MYPY_PACKAGES)
+
+demo: venv servers-up ## run the whole pipeline on this machine with a sample program
+	$(BIN)/gamify demo
+
+bench: venv servers-up ## run the benchmarks (bench/run.py)
+	$(BIN)/python bench/run.py
+
+clean: ## stop the servers started here and delete the .gamify state folder
+	$(SERVERS) clean
