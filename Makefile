@@ -10,6 +10,7 @@ BIN := $(VENV)/bin
 # Redone only when the dependencies change (pyproject.toml newer than the stamp).
 VENV_STAMP := $(VENV)/.installed-from-pyproject
 SERVERS := scripts/servers.sh
+CONTROLPLANE := scripts/controlplane
 
 # The ports scripts/servers.sh uses; tests and the CLI get matching URLs unless already set.
 GAMIFY_NATS_PORT ?= 4222
@@ -23,7 +24,8 @@ export STORAGE_EMULATOR_HOST ?= http://127.0.0.1:$(GAMIFY_GCS_PORT)
 # mypy checks the operator package too once it exists.
 MYPY_PACKAGES := -p gamify $(if $(wildcard operator/gamify_operator/__init__.py),-p gamify_operator)
 
-.PHONY: help venv servers-up servers-down servers-status test lint demo bench clean
+.PHONY: help venv servers-up servers-down servers-status cluster-build cluster-up cluster-down test lint demo \
+	bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,7 +47,17 @@ servers-down: ## stop the servers that servers-up started (never ones it reused)
 servers-status: ## show which servers answer, and who started them
 	$(SERVERS) status
 
-test: venv servers-up ## run every test against the real servers
+# The Kubernetes control plane the operator tests run against (scripts/controlplane/).
+cluster-build: ## build etcd, kube-apiserver, kube-controller-manager, kubectl, helm (cached; slow once)
+	$(CONTROLPLANE)/build.sh
+
+cluster-up: cluster-build ## start the local Kubernetes control plane on loopback
+	$(CONTROLPLANE)/up.sh
+
+cluster-down: ## stop the control plane that cluster-up started
+	$(CONTROLPLANE)/down.sh
+
+test: venv servers-up cluster-build ## run every test against the real servers
 	$(BIN)/pytest -q --durations=15
 
 lint: venv ## ruff (lint and format check) and mypy
@@ -59,5 +71,6 @@ demo: venv servers-up ## run the whole pipeline on this machine with a sample pr
 bench: venv servers-up ## run the benchmarks (bench/run.py)
 	$(BIN)/python bench/run.py
 
-clean: ## stop the servers started here and delete the .gamify state folder
+clean: ## stop the servers and control plane started here, delete the .gamify state folder
+	$(CONTROLPLANE)/down.sh
 	$(SERVERS) clean

@@ -11,7 +11,7 @@
 # several checkouts on one machine (or a session and its CI) share one set of servers.
 #
 # Environment (defaults in brackets):
-#   GAMIFY_HOME [<repo>/.gamify]: state lives in $GAMIFY_HOME/servers/{nats,mariadb,gcs}
+#   GAMIFY_HOME [.gamify, from the repo root]: state lives in $GAMIFY_HOME/servers/{nats,mariadb,gcs}
 #   GAMIFY_NATS_PORT [4222], GAMIFY_NATS_MONITOR_PORT [8222], GAMIFY_MYSQL_PORT [3306],
 #   GAMIFY_GCS_PORT [4443], GAMIFY_SERVERS_TIMEOUT [60 seconds to wait for a port],
 #   GAMIFY_VENV [<repo>/.venv]: where nats-server and the emulator binary are installed (pip).
@@ -19,7 +19,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-STATE_HOME=$(realpath -m "${GAMIFY_HOME:-$ROOT/.gamify}")
+# A relative GAMIFY_HOME is taken from the repository root, as scripts/controlplane/ does.
+STATE_HOME=$(cd "$ROOT" && realpath -m "${GAMIFY_HOME:-.gamify}")
 SERVERS_DIR=$STATE_HOME/servers
 VENV=$(realpath -m "${GAMIFY_VENV:-$ROOT/.venv}")
 HOST=127.0.0.1
