@@ -1,0 +1,61 @@
+"""`python -m gamify.ingest`: serve one program's ingest API, configured from the environment.
+
+GAMIFY_PROGRAM_FILE     the program YAML (required)
+GAMIFY_NATS_URL         default nats://127.0.0.1:4222
+GAMIFY_API_KEY_HASHES   comma-separated sha256 hex of the active API keys
+GAMIFY_INGEST_HOST      default 0.0.0.0
+GAMIFY_INGEST_PORT      default 8080
+GAMIFY_LOG_LEVEL        default INFO
+
+On SIGTERM uvicorn stops accepting connections, lets in-flight requests finish (their
+publishes included), then the app drains its NATS connection.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import uvicorn
+
+from gamify.credentials import parse_key_hashes
+from gamify.ingest.app import create_app
+from gamify.logs import configure_logging, get_logger
+from gamify.program import ProgramError, load_program
+from gamify.settings import DEFAULT_NATS_URL
+
+GRACEFUL_SHUTDOWN_SECONDS = 20
+
+
+def main() -> None:
+    configure_logging(os.environ.get("GAMIFY_LOG_LEVEL", "INFO"), service="ingest")
+    log = get_logger("gamify.ingest")
+    program_file = os.environ.get("GAMIFY_PROGRAM_FILE")
+    if not program_file:
+        log.error("GAMIFY_PROGRAM_FILE is not set: point it at the program YAML")
+        sys.exit(2)
+    try:
+        program = load_program(program_file)
+        app = create_app(
+            program,
+            nats_url=os.environ.get("GAMIFY_NATS_URL", DEFAULT_NATS_URL),
+            key_hashes=parse_key_hashes(os.environ.get("GAMIFY_API_KEY_HASHES", "")),
+        )
+        port = int(os.environ.get("GAMIFY_INGEST_PORT", "8080"))
+    except (OSError, ProgramError, ValueError) as exc:
+        log.error("cannot start ingest", error=str(exc), program_file=program_file)
+        sys.exit(2)
+    config = uvicorn.Config(
+        app,
+        host=os.environ.get("GAMIFY_INGEST_HOST", "0.0.0.0"),
+        port=port,
+        log_config=None,  # keep the JSON logging configured above
+        access_log=False,  # the app logs each request itself, with its request id
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    uvicorn.Server(config).run()
+
+
+if __name__ == "__main__":
+    main()
