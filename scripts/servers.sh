@@ -176,8 +176,7 @@ ensure_mariadb_installed() {
     local rc=0
     {
         DEBIAN_FRONTEND=noninteractive apt-get update -q &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-                mariadb-server mariadb-client
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q mariadb-server mariadb-client
     } || rc=$?
     ((made_policy)) && rm -f "$policy"
     ((rc == 0)) || die "apt-get install mariadb-server mariadb-client failed (exit $rc)"
