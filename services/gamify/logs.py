@@ -28,6 +28,8 @@ _SECRET_FIELD = re.compile(r"(authorization|password|passwd|secret|token|api_?ke
 _SECRET_TEXT = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+|gk_[A-Za-z0-9_-]{16,}")
 # Attributes every LogRecord has; anything else on a record came from `extra`.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# uvicorn adds an ANSI-coloured copy of its message: noise in JSON.
+_SKIPPED_FIELDS = frozenset({"color_message"})
 _OWN_KWARGS = frozenset({"exc_info", "stack_info", "stacklevel", "extra"})
 _HANDLER_NAME = "gamify-json"
 
@@ -64,7 +66,7 @@ class JsonFormatter(logging.Formatter):
             "service": self.service,
         }
         for name, value in record.__dict__.items():
-            if name not in _RECORD_ATTRS and not name.startswith("_"):
+            if name not in _RECORD_ATTRS and name not in _SKIPPED_FIELDS and not name.startswith("_"):
                 line[name] = _clean(name, value)
         if record.exc_info:
             line["exc"] = _mask_text(self.formatException(record.exc_info))
