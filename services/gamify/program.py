@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
     field_validator,
     model_validator,
@@ -50,7 +51,8 @@ def parse_duration(text: str) -> timedelta:
 
 
 def _check_duration(text: str) -> str:
-    parse_duration(text)
+    if parse_duration(text) <= timedelta(0):
+        raise ValueError(f"duration {text!r} must be greater than zero")
     return text
 
 
@@ -179,7 +181,10 @@ class Boost(_Model):
     name: Identifier = Field(description="Boost name.")
     start: AwareTime = Field(description="First instant the boost applies (by occurredAt).")
     end: AwareTime = Field(description="Instant the boost stops applying (exclusive).")
-    multiplier: Decimal = Field(gt=0, le=100, description="Points multiplier, e.g. 2 or 1.5.")
+    # Exact decimal arithmetic in Python; a plain number in YAML/JSON (the CRD says `number`).
+    multiplier: Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")] = Field(
+        gt=0, le=100, description="Points multiplier, e.g. 2 or 1.5."
+    )
 
     @model_validator(mode="after")
     def _end_after_start(self) -> Boost:
