@@ -610,3 +610,60 @@ async def test_module_serves_and_stops_gracefully_on_sigterm(
     assert any(line.get("event_id") == "p-1" for line in lines), output
     assert any(line["msg"] == "ingest stopped" for line in lines), output
     assert KEY not in output
+
+
+# -- NATS going away and coming back (a private nats-server this test may stop) -----------------
+
+
+def _start_nats(port: int, store: Path) -> subprocess.Popen[bytes]:
+    binary = Path(sys.executable).parent / "nats-server"
+    process = subprocess.Popen(
+        [str(binary), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"private nats-server did not start on port {port}")
+
+
+@pytest.mark.slow
+async def test_nats_outage_is_503_then_recovers_with_duplicates(tmp_path: Path) -> None:
+    port = _free_port()
+    server = _start_nats(port, tmp_path)
+    url = f"nats://127.0.0.1:{port}"
+    try:
+        program = make_program()
+        nc = await nats.connect(url)
+        await ensure_stream(nc.jetstream(), ProgramNames(program.name), max_age=timedelta(days=1))
+        await nc.close()
+        batch = {"events": [event(f"o-{i}") for i in range(10)]}
+        app = create_app(program, url, [hash_api_key(KEY)])
+        async with running(app) as http:
+            assert (await http.post("/v1/events", json=batch, headers=AUTH)).json()["accepted"] == 10
+
+            server.terminate()
+            server.wait(timeout=10)
+            started = time.perf_counter()
+            down = await http.post("/v1/events", json=batch, headers=AUTH)
+            assert down.status_code == 503 and "Retry-After" in down.headers
+            assert time.perf_counter() - started < 3
+            assert (await http.get("/readyz")).status_code == 503
+
+            server = _start_nats(port, tmp_path)  # same store: the stream and its ids survive
+            for _ in range(200):
+                if (await http.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+            again = await http.post("/v1/events", json=batch, headers=AUTH)
+            assert again.status_code == 202, again.text
+            assert (again.json()["accepted"], again.json()["duplicates"]) == (0, 10)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
