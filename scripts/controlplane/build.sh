@@ -69,8 +69,10 @@ NICE=(nice -n 10)
 GO_VERSION="$(go env GOVERSION)"
 
 # Module info (release time) for reproducible buildDate stamps.
-module_time() {  # module@version -> RFC3339 time the proxy reports
-  go mod download -json "$1" | sed -n 's/.*"Time": "\([^"]*\)".*/\1/p' | head -1
+module_time() {  # module@version -> RFC3339 release time the proxy reports (from its .info file)
+  local info
+  info="$(go mod download -json "$1" | sed -n 's/.*"Info": "\([^"]*\)".*/\1/p')"
+  [ -f "$info" ] && sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$info" | head -1
 }
 
 k8s_wrapper() {  # prepare (once) the wrapper module for k8s.io/kubernetes; prints its dir

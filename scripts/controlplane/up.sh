@@ -121,6 +121,10 @@ make_pki() {
     "IP:127.0.0.1,IP:$(first_service_ip),DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   issue admin "/O=system:masters/CN=gamify-admin" clientAuth
   issue kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
+  # Front proxy (request-header authentication): lets the apiserver proxy to aggregated API
+  # servers and gives delegating components (the controller-manager) a complete
+  # extension-apiserver-authentication ConfigMap.
+  issue front-proxy-client "/CN=front-proxy-client" clientAuth
   # Service-account token signing key pair (RSA: RS256 is what every client expects).
   if [ ! -f "$CP_PKI/sa.key" ]; then
     openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$CP_PKI/sa.key" 2>/dev/null
@@ -129,10 +133,9 @@ make_pki() {
   umask 022
 }
 
-kubeconfig() {  # file, user, cert name
+kubeconfig() {  # file, user, cert name — rewritten each time (the port may have changed), atomically
   local file="$1" user="$2" name="$3"
-  [ -f "$file" ] && return
-  cat >"$file" <<EOF
+  (umask 077 && cat >"$file.tmp") <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -152,7 +155,7 @@ contexts:
     user: $user
 current-context: gamify
 EOF
-  chmod 600 "$file"
+  mv -f "$file.tmp" "$file"
 }
 
 # --- already up? ----------------------------------------------------------------------------
@@ -203,6 +206,13 @@ if ! pid_alive kube-apiserver; then
     --service-account-signing-key-file="$CP_PKI/sa.key" \
     --service-cluster-ip-range="$GAMIFY_CP_SERVICE_CIDR" \
     --authorization-mode=Node,RBAC \
+    --requestheader-client-ca-file="$CP_PKI/ca.crt" \
+    --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User \
+    --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$CP_PKI/front-proxy-client.crt" \
+    --proxy-client-key-file="$CP_PKI/front-proxy-client.key" \
     --endpoint-reconciler-type=none \
     --allow-privileged=true \
     --profiling=false \

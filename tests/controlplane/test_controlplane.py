@@ -18,6 +18,7 @@ What is proven here, because the operator's tests rely on it:
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -355,7 +356,7 @@ def test_rbac_denies_an_impersonated_user(api: client.ApiClient, kubeconfig: str
     with pytest.raises(ApiException) as denied:
         client.CoreV1Api(impersonating).list_namespaced_secret(namespace)
     assert denied.value.status == 403
-    assert 'User "jane"' in denied.value.body
+    assert json.loads(denied.value.body)["message"].startswith('secrets is forbidden: User "jane"')
 
     # SubjectAccessReview asked by the admin about a user: the RBAC authorizer answers.
     review = client.AuthorizationV1Api(api).create_subject_access_review(
