@@ -249,7 +249,9 @@ async def pending_events(nats_url: str, program: str) -> int:
     connection = await nats.connect(nats_url, connect_timeout=3)
     try:
         info = await connection.jetstream().consumer_info(names.stream, names.durable)
-        return int(info.num_pending + info.num_ack_pending)
+        # A message nak'ed with a delay is in neither count: it shows as delivered, not acked.
+        unacked = int(info.delivered.stream_seq or 0) > int(info.ack_floor.stream_seq or 0)
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0) + int(unacked)
     finally:
         await connection.close()
 
