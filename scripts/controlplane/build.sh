@@ -191,7 +191,7 @@ build_one() {
           ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$k8sminor"
         done
       fi
-      (cd "$BUILD_ROOT" && GOBIN="$tmp" with_progress "$c" "$log" \
+      (cd "$BUILD_ROOT" && GOBIN="$tmp" GOFLAGS='' with_progress "$c" "$log" \
         go install -v -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$v") ||
         { tail -30 "$log" >&2; cp_die "helm build failed (full log: $log)"; }
       ;;
