@@ -1,0 +1,504 @@
+"""Score one batch of stream events into the program's schema, in ONE transaction.
+
+Correctness with several workers on the same durable rests on row locks, never on worker
+memory: every user of the batch is locked first (exclusive row locks, taken in user-id order so
+that all workers lock in the same order), then every reward being redeemed (in reward-id
+order). Each user's state (points, cap counters, rule counts, badges, redemptions) is read only
+once its lock is held, so daily caps and stock stay exact with any number of workers.
+
+Events whose id is already in `events` are duplicates (a redelivery, or a re-send after the
+stream's dedupe window) and are not scored again. Writes are multi-row statements: this is the
+hot path of the platform.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import create_engine, select, tuple_
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+
+from gamify.db import tables as t
+from gamify.events import StreamEvent
+from gamify.program import REDEEM_EVENT, ProgramSpec
+from gamify.rules.engine import Outcome, RulesEngine, ScorableEvent, UserState
+from gamify.windows import award_keys
+
+ISOLATION = "READ COMMITTED"
+# Deadlocks should not happen (consistent lock order) but InnoDB may still pick a victim, e.g.
+# on index gaps; a lock wait timeout means another transaction held a user for very long.
+LOCK_RETRIES = 5
+DEADLOCK = 1213
+LOCK_WAIT_TIMEOUT = 1205
+# Errors about the database, never about the events: the worker waits for the database to come
+# back instead of blaming (and eventually dead-lettering) the messages.
+_ENVIRONMENT_ERRORS = {
+    1040,  # too many connections
+    1044,  # access denied to database
+    1045,  # access denied for user
+    1049,  # unknown database
+    1053,  # server shutdown in progress
+    1142,  # command denied (grants)
+    1146,  # table does not exist (migrations not applied yet)
+    1927,  # connection killed
+    2002,  # cannot connect through socket
+    2003,  # cannot connect
+    2006,  # server has gone away
+    2013,  # lost connection during query
+    2014,
+    2055,  # lost connection (SSL / reading)
+    DEADLOCK,
+    LOCK_WAIT_TIMEOUT,
+}
+REASON_LENGTH = 200  # redemptions.reason
+MAX_MULTIPLIER = Decimal("99999999.9999")  # ledger.multiplier is NUMERIC(12, 4)
+FOUR_PLACES = Decimal("0.0001")
+ONE = Decimal(1)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one committed batch did. `outcomes` are in stream order, duplicates excluded."""
+
+    scored: int
+    duplicates: list[str]
+    outcomes: list[Outcome]
+    points: int
+    attempts: int = 1
+
+    @property
+    def redemptions(self) -> int:
+        return sum(1 for outcome in self.outcomes if outcome.redemption is not None)
+
+
+@dataclass
+class _Writes:
+    """Rows the batch inserts or upserts, collected while scoring."""
+
+    capped_rules: set[str]
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    ledger: list[tuple[Any, ...]] = field(default_factory=list)
+    badges: list[tuple[Any, ...]] = field(default_factory=list)
+    redemptions: list[tuple[Any, ...]] = field(default_factory=list)
+    touched_users: set[str] = field(default_factory=set)
+    # What the batch adds to each counter (added in the database: a counter the batch did not
+    # need to read is still right).
+    cap_points: dict[tuple[str, str, date], int] = field(default_factory=lambda: defaultdict(int))
+    rule_awards: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    redeemed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    boards: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+
+
+def create_scoring_engine(database_url: str) -> Engine:
+    """The worker's engine: pings before use (the database may have restarted), READ COMMITTED
+    (locking reads see what other workers committed), and timeouts so a dead server surfaces
+    as an error instead of a hang."""
+    return create_engine(
+        database_url,
+        pool_pre_ping=True,
+        pool_recycle=3600,
+        isolation_level=ISOLATION,
+        connect_args={"connect_timeout": 5, "read_timeout": 120, "write_timeout": 120},
+    )
+
+
+def error_code(exc: BaseException) -> int | None:
+    if isinstance(exc, DBAPIError) and exc.orig is not None and exc.orig.args:
+        code = exc.orig.args[0]
+        return code if isinstance(code, int) else None
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when `exc` is about the database (down, restarting, unreachable, locked), not about
+    the events: the batch should be retried as it is once the database is back."""
+    if isinstance(exc, DisconnectionError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, InterfaceError):
+            return True
+        code = error_code(exc)
+        return code in _ENVIRONMENT_ERRORS or (isinstance(exc, OperationalError) and code is None)
+    return False
+
+
+def _naive_utc(instant: datetime) -> datetime:
+    return instant.astimezone(UTC).replace(tzinfo=None)
+
+
+def sync_reward_stock(engine: Engine, spec: ProgramSpec) -> None:
+    """Make `reward_stock` hold one row per reward of the spec, with the spec's stock.
+
+    `stock` is the total number of units ever available and `redeemed` counts fulfilled
+    redemptions, so remaining = stock - redeemed: an edited stock in the spec takes effect as
+    is (raising it adds units; lowering it below `redeemed` leaves none). Rows of rewards no
+    longer in the spec are kept (their history stays readable).
+    """
+    if not spec.rewards:
+        return
+    rows = [(reward.id, reward.stock) for reward in sorted(spec.rewards, key=lambda r: r.id)]
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            f"INSERT INTO {t.reward_stock.name} (reward_id, stock, redeemed) VALUES (%s, %s, 0) "
+            "ON DUPLICATE KEY UPDATE stock = VALUES(stock)",
+            rows,
+        )
+
+
+def score_batch(engine: Engine, rules: RulesEngine, events: Sequence[tuple[StreamEvent, int]]) -> BatchResult:
+    """Score `events` ((event, stream sequence) pairs) and commit, all or nothing.
+
+    Retries the whole transaction (bounded) when InnoDB reports a deadlock or a lock wait
+    timeout; any other error propagates with nothing written.
+    """
+    if not events:
+        return BatchResult(scored=0, duplicates=[], outcomes=[], points=0)
+    ordered = sorted(events, key=lambda item: item[1])  # stream order
+    for attempt in range(1, LOCK_RETRIES + 1):
+        try:
+            with engine.connect() as connection:
+                connection = connection.execution_options(isolation_level=ISOLATION)
+                with connection.begin():
+                    result = _score_locked(connection, rules, ordered)
+            return BatchResult(result.scored, result.duplicates, result.outcomes, result.points, attempt)
+        except OperationalError as exc:
+            if error_code(exc) not in (DEADLOCK, LOCK_WAIT_TIMEOUT) or attempt == LOCK_RETRIES:
+                raise
+            time.sleep(random.uniform(0.01, 0.05) * attempt)
+    raise AssertionError("unreachable")
+
+
+def _redeemed_rewards(spec: ProgramSpec, events: Sequence[tuple[StreamEvent, int]]) -> list[str]:
+    """Ids of the spec's rewards that `events` try to redeem, sorted (the lock order)."""
+    return sorted(
+        {
+            reward_id
+            for event, _ in events
+            if event.type == REDEEM_EVENT
+            and isinstance(reward_id := event.properties.get("reward"), str)
+            and spec.reward(reward_id) is not None
+        }
+    )
+
+
+def _spec_stock(spec: ProgramSpec, reward_id: str) -> int | None:
+    reward = spec.reward(reward_id)
+    return reward.stock if reward is not None else None
+
+
+def _score_locked(
+    connection: Connection, rules: RulesEngine, events: Sequence[tuple[StreamEvent, int]]
+) -> BatchResult:
+    spec = rules.spec
+    user_ids = sorted({event.user for event, _ in events})
+
+    # 1. Lock the users, in id order: the same order in every worker.
+    u = t.users.c
+    states = {
+        row.user_id: UserState(row.user_id, points=row.points, spent=row.spent)
+        for row in connection.execute(
+            select(u.user_id, u.points, u.spent)
+            .where(u.user_id.in_(user_ids))
+            .order_by(u.user_id)
+            .with_for_update()
+        )
+    }
+    new_users = [user for user in user_ids if user not in states]
+    if new_users:
+        # INSERT ... ON DUPLICATE KEY UPDATE locks a row another worker created meanwhile
+        # exclusively at once (INSERT IGNORE would take a shared lock: two transactions
+        # upgrading shared locks deadlock). Then read them: a user may not be new after all.
+        _insert(
+            connection,
+            t.users.name,
+            ("user_id", "points", "spent", "rev", "published_rev", "updated_at"),
+            [(user,) for user in new_users],
+            values=f"(%s, 0, 0, 0, 0, {NOW})",
+            on_duplicate="user_id = user_id",
+        )
+        for row in connection.execute(select(u.user_id, u.points, u.spent).where(u.user_id.in_(new_users))):
+            states[row.user_id] = UserState(row.user_id, points=row.points, spent=row.spent)
+
+    # 2. Duplicates: read under the user locks, so whatever another worker committed for these
+    # users is visible. Within the batch, the first occurrence wins.
+    event_ids = list(dict.fromkeys(event.id for event, _ in events))
+    seen = set(
+        connection.execute(
+            select(t.events.c.event_id).where(t.events.c.event_id.in_(event_ids)).with_for_update(read=True)
+        ).scalars()
+    )
+    fresh: list[tuple[StreamEvent, int]] = []
+    duplicates: list[str] = []
+    for event, seq in events:
+        if event.id in seen:
+            duplicates.append(event.id)
+        else:
+            seen.add(event.id)
+            fresh.append((event, seq))
+    if not fresh:
+        return BatchResult(scored=0, duplicates=duplicates, outcomes=[], points=0)
+
+    # 3. Everything else the engine needs, a few queries for the whole batch.
+    _load_state(connection, rules, fresh, states)
+    stock = _lock_stock(connection, spec, fresh)
+
+    # 4. Score in stream order, then write.
+    writes = _Writes(capped_rules={rule.id for rule in spec.rules if rule.daily_cap is not None})
+    outcomes = []
+    for event, seq in fresh:
+        outcome = rules.score(_scorable(event), states[event.user], stock)
+        outcomes.append(outcome)
+        _collect(rules, event, seq, outcome, writes)
+    _write(connection, states, writes)
+    return BatchResult(
+        scored=len(fresh),
+        duplicates=duplicates,
+        outcomes=outcomes,
+        points=sum(outcome.points for outcome in outcomes),
+    )
+
+
+def _scorable(event: StreamEvent) -> ScorableEvent:
+    return ScorableEvent(event.id, event.type, event.user, event.occurred_at, event.properties)
+
+
+def _load_state(
+    connection: Connection,
+    rules: RulesEngine,
+    fresh: Sequence[tuple[StreamEvent, int]],
+    states: dict[str, UserState],
+) -> None:
+    spec = rules.spec
+    scored_users = sorted({event.user for event, _ in fresh if event.type != REDEEM_EVENT})
+
+    # Cap counters, only for the (user, rule, day) triples this batch can touch.
+    cap_keys = {
+        (event.user, rule.id, rules.local_day(event.occurred_at))
+        for event, _ in fresh
+        for rule in spec.rules_for(event.type)
+        if rule.daily_cap is not None
+    }
+    if cap_keys:
+        c = t.cap_counters.c
+        query = select(c.user_id, c.rule_id, c.local_day, c.points).where(
+            tuple_(c.user_id, c.rule_id, c.local_day).in_(sorted(cap_keys))
+        )
+        for cap in connection.execute(query):
+            states[cap.user_id].day_points[(cap.rule_id, cap.local_day)] = cap.points
+
+    # Award counts matter only to once-per-user rules and to rule badges.
+    counted_rules = sorted(
+        {rule.id for event, _ in fresh for rule in spec.rules_for(event.type) if rule.once_per_user}
+        | {badge.rule for badge in spec.badges if badge.rule is not None}
+    )
+    if scored_users and counted_rules:
+        rc = t.rule_counts.c
+        for count in connection.execute(
+            select(rc.user_id, rc.rule_id, rc.awards).where(
+                rc.user_id.in_(scored_users), rc.rule_id.in_(counted_rules)
+            )
+        ):
+            states[count.user_id].rule_awards[count.rule_id] = count.awards
+    if scored_users and spec.badges:
+        b = t.badges.c
+        for badge in connection.execute(select(b.user_id, b.badge_id).where(b.user_id.in_(scored_users))):
+            states[badge.user_id].badges.add(badge.badge_id)
+
+    redeemers = sorted({event.user for event, _ in fresh if event.type == REDEEM_EVENT})
+    if redeemers and any(reward.per_user_limit is not None for reward in spec.rewards):
+        r = t.redemptions.c
+        counts = connection.execute(
+            select(r.user_id, r.reward_id, r.event_id.count().label("n"))
+            .where(r.user_id.in_(redeemers), r.status == "fulfilled")
+            .group_by(r.user_id, r.reward_id)
+        )
+        for fulfilled in counts:
+            states[fulfilled.user_id].redeemed[fulfilled.reward_id] = fulfilled.n
+
+
+def _lock_stock(
+    connection: Connection, spec: ProgramSpec, fresh: Sequence[tuple[StreamEvent, int]]
+) -> dict[str, int | None]:
+    """Lock the stock rows of the rewards being redeemed (after the users, in id order; a
+    missing row is created with the spec's stock) and return what remains of each (None:
+    unlimited)."""
+    reward_ids = _redeemed_rewards(spec, fresh)
+    if not reward_ids:
+        return {}
+    _insert(
+        connection,
+        t.reward_stock.name,
+        ("reward_id", "stock", "redeemed"),
+        [(reward_id, _spec_stock(spec, reward_id)) for reward_id in reward_ids],
+        values="(%s, %s, 0)",
+        on_duplicate="reward_id = reward_id",
+    )
+    s = t.reward_stock.c
+    rows = connection.execute(select(s.reward_id, s.stock, s.redeemed).where(s.reward_id.in_(reward_ids)))
+    return {row.reward_id: None if row.stock is None else max(row.stock - row.redeemed, 0) for row in rows}
+
+
+def _collect(rules: RulesEngine, event: StreamEvent, seq: int, outcome: Outcome, writes: _Writes) -> None:
+    occurred = _naive_utc(event.occurred_at)
+    user = event.user
+    properties = orjson.dumps(event.properties).decode()
+    received = _naive_utc(event.received_at)
+    writes.events.append((event.id, event.type, user, occurred, received, event.source, properties, seq))
+    if outcome.awards:
+        writes.touched_users.add(user)
+        keys = award_keys(event.occurred_at, rules.zone)
+        for award in outcome.awards:
+            multiplier = _storable_multiplier(award.multiplier)
+            writes.ledger.append(
+                (event.id, user, "award", award.rule_id, None, award.base_points, multiplier, award.points,
+                 occurred, award.local_day)
+            )  # fmt: skip
+            writes.rule_awards[(user, award.rule_id)] += 1
+            if award.rule_id in writes.capped_rules:
+                writes.cap_points[(user, award.rule_id, award.local_day)] += award.points
+            for key in keys:
+                writes.boards[(key, user)] += award.points
+    for badge_id in outcome.badges:
+        writes.touched_users.add(user)
+        writes.badges.append((user, badge_id, event.id))
+    redemption = outcome.redemption
+    if redemption is not None:
+        writes.touched_users.add(user)
+        reason = redemption.reason[:REASON_LENGTH] if redemption.reason else None
+        reward_id = redemption.reward_id[: t.NAME]  # an unknown id is recorded (rejected), cut to fit
+        writes.redemptions.append(
+            (event.id, user, reward_id, redemption.status, reason, redemption.cost, occurred)
+        )
+        if redemption.status == "fulfilled":
+            writes.redeemed[redemption.reward_id] += 1
+            spend = -redemption.cost
+            writes.ledger.append(
+                (event.id, user, "spend", None, redemption.reward_id, spend, ONE, spend, occurred,
+                 outcome.local_day)
+            )  # fmt: skip
+
+
+def _storable_multiplier(multiplier: Decimal) -> Decimal:
+    return min(multiplier, MAX_MULTIPLIER).quantize(FOUR_PLACES)
+
+
+ROWS_PER_STATEMENT = 1000
+# Row timestamps come from the server's UTC clock: one less value per row to send and escape.
+NOW = "UTC_TIMESTAMP(6)"
+
+
+def _insert(
+    connection: Connection,
+    table: str,
+    columns: Sequence[str],
+    rows: Iterable[tuple[Any, ...]],
+    *,
+    values: str | None = None,
+    on_duplicate: str = "",
+) -> None:
+    """Multi-row `INSERT ... VALUES (...), (...)`: one round trip per ROWS_PER_STATEMENT rows.
+
+    `values` is the SQL of one row (default: one `%s` per column); constants written into it
+    are not sent per row. Built here rather than left to the driver's executemany, which falls
+    back to one statement per row when `ON DUPLICATE KEY UPDATE` uses VALUES().
+    """
+    batch = list(rows)
+    if not batch:
+        return
+    row_sql = values or "(" + ", ".join(["%s"] * len(columns)) + ")"
+    tail = f" ON DUPLICATE KEY UPDATE {on_duplicate}" if on_duplicate else ""
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    for start in range(0, len(batch), ROWS_PER_STATEMENT):
+        chunk = batch[start : start + ROWS_PER_STATEMENT]
+        sql = head + ", ".join([row_sql] * len(chunk)) + tail
+        connection.exec_driver_sql(sql, tuple(value for row in chunk for value in row))
+
+
+def _write(connection: Connection, states: dict[str, UserState], writes: _Writes) -> None:
+    _insert(
+        connection,
+        t.events.name,
+        ("event_id", "type", "user_id", "occurred_at", "received_at", "source", "properties",
+         "stream_seq", "scored_at"),
+        writes.events,
+        values=f"(%s, %s, %s, %s, %s, %s, %s, %s, {NOW})",
+    )  # fmt: skip
+    _insert(
+        connection,
+        t.ledger.name,
+        ("event_id", "user_id", "kind", "rule_id", "reward_id", "base_points", "multiplier", "points",
+         "occurred_at", "local_day", "created_at"),
+        writes.ledger,
+        values=f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {NOW})",
+    )  # fmt: skip
+    # Row order does not matter from here on: every row written belongs to a user locked above.
+    # The rows exist and are locked: this upsert is a multi-row UPDATE that also bumps `rev`.
+    _insert(
+        connection,
+        t.users.name,
+        ("user_id", "points", "spent", "rev", "published_rev", "updated_at"),
+        ((user, states[user].points, states[user].spent) for user in writes.touched_users),
+        values=f"(%s, %s, %s, 1, 0, {NOW})",
+        on_duplicate="points = VALUES(points), spent = VALUES(spent), rev = rev + 1, "
+        "updated_at = VALUES(updated_at)",
+    )
+    _insert(
+        connection,
+        t.cap_counters.name,
+        ("user_id", "rule_id", "local_day", "points"),
+        ((user, rule_id, day, points) for (user, rule_id, day), points in writes.cap_points.items()),
+        on_duplicate="points = points + VALUES(points)",
+    )
+    _insert(
+        connection,
+        t.rule_counts.name,
+        ("user_id", "rule_id", "awards"),
+        ((user, rule_id, awards) for (user, rule_id), awards in writes.rule_awards.items()),
+        on_duplicate="awards = awards + VALUES(awards)",
+    )
+    _insert(
+        connection,
+        t.badges.name,
+        ("user_id", "badge_id", "event_id", "awarded_at"),
+        writes.badges,
+        values=f"(%s, %s, %s, {NOW})",
+    )
+    _insert(
+        connection,
+        t.redemptions.name,
+        ("event_id", "user_id", "reward_id", "status", "reason", "cost", "occurred_at", "created_at"),
+        writes.redemptions,
+        values=f"(%s, %s, %s, %s, %s, %s, %s, {NOW})",
+    )
+    for reward_id, count in sorted(writes.redeemed.items()):
+        connection.exec_driver_sql(
+            f"UPDATE {t.reward_stock.name} SET redeemed = redeemed + %s WHERE reward_id = %s",
+            (count, reward_id),
+        )
+    # Only points earned count on boards: spends never lower a ranking.
+    _insert(
+        connection,
+        t.board_points.name,
+        ("window_key", "user_id", "points"),
+        ((key, user, points) for (key, user), points in writes.boards.items()),
+        on_duplicate="points = points + VALUES(points)",
+    )
+
+
+__all__ = [
+    "BatchResult",
+    "create_scoring_engine",
+    "error_code",
+    "is_transient",
+    "score_batch",
+    "sync_reward_stock",
+]

@@ -1,0 +1,441 @@
+"""The scoring worker against the real NATS JetStream and MariaDB.
+
+Events are published to the program's stream the way ingest publishes them (StreamEvent bytes,
+`Nats-Msg-Id` = event id); workers run as asyncio tasks of this test, bound to the durable that
+provisioning created. Totals are checked against hand-computed values, row by row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from sqlalchemy import create_engine, text
+
+from gamify.credentials import generate_password
+from gamify.events import StreamEvent
+from gamify.naming import ProgramNames
+from gamify.program import Program, parse_program
+from gamify.provisioning import mysql as schema
+from gamify.provisioning import nats as stream
+from gamify.rules.engine import RulesEngine, ScorableEvent, UserState
+from gamify.scoring.worker import (
+    HEADER_EVENT_ID,
+    HEADER_REASON,
+    HEADER_SEQUENCE,
+    HEADER_SUBJECT,
+    ScoringWorker,
+)
+from tests.conftest import unique_program_id
+
+MSG_ID = "Nats-Msg-Id"
+DRAIN_TIMEOUT = 30.0
+
+
+# -- shared helpers (test_scoring_faults imports them) ----------------------------------------
+
+
+def program_document(program_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "gamification.io/v1alpha1",
+        "kind": "GamificationProgram",
+        "metadata": {"name": program_id},
+        "spec": {"tenant": "acme", **spec},
+    }
+
+
+@dataclass(frozen=True)
+class Target:
+    """A provisioned program: its stream, durable consumer, schema and program user."""
+
+    program: Program
+    names: ProgramNames
+    nats_url: str
+    database_url: str
+    nc: NATS
+    js: JetStreamContext
+
+
+@asynccontextmanager
+async def provisioned(
+    spec: dict[str, Any], nats_url: str, mysql_admin_url: str, *, ack_wait: float | None = None
+) -> AsyncIterator[Target]:
+    """Stream, consumer and schema made by the platform's own provisioning code; deleted after.
+
+    `ack_wait` shortens the consumer's ack wait (30 s in production) for tests that kill
+    workers and must not wait that long for redeliveries.
+    """
+    program = parse_program(program_document(unique_program_id("sc"), spec))
+    names = ProgramNames(program.name)
+    nc = await nats.connect(nats_url, connect_timeout=3)
+    js = nc.jetstream()
+    database_url = ""
+    try:
+        await stream.ensure_stream(js, names, max_age=timedelta(days=1))
+        await stream.ensure_consumer(js, names)
+        if ack_wait is not None:
+            await js.add_consumer(names.stream, replace(stream.consumer_config(names), ack_wait=ack_wait))
+        database_url = await asyncio.to_thread(
+            schema.ensure_schema, mysql_admin_url, names, generate_password()
+        )
+        yield Target(program, names, nats_url, database_url, nc, js)
+    finally:
+        await stream.delete_stream(js, names)
+        await nc.close()
+        await asyncio.to_thread(schema.drop_schema, mysql_admin_url, names)
+
+
+def stream_event(
+    event_id: str, event_type: str, user: str, occurred_at: str, **properties: Any
+) -> StreamEvent:
+    return StreamEvent.model_validate(
+        {
+            "id": event_id,
+            "type": event_type,
+            "user": user,
+            "occurredAt": occurred_at,
+            "properties": properties,
+            "receivedAt": datetime.now(UTC),
+        }
+    )
+
+
+async def publish(
+    target: Target, events: Sequence[StreamEvent], msg_ids: Sequence[str] | None = None
+) -> None:
+    """Publish as ingest does (Nats-Msg-Id = event id unless given); wait for every ack."""
+    ids = msg_ids or [event.id for event in events]
+    futures = [
+        await target.js.publish_async(
+            target.names.event_subject(event.type),
+            event.to_bytes(),
+            headers={MSG_ID: msg_id},
+            stream=target.names.stream,
+        )
+        for event, msg_id in zip(events, ids, strict=True)
+    ]
+    await asyncio.gather(*futures)
+
+
+async def wait_drained(
+    target: Target, timeout: float = DRAIN_TIMEOUT, tasks: Sequence[asyncio.Task[Any]] = ()
+) -> None:
+    """Until the durable has nothing pending and nothing unacknowledged."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = await target.js.consumer_info(target.names.stream, target.names.durable)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            return
+        for task in tasks:
+            if task.done():
+                task.result()  # a crashed worker fails the test with its own error
+                pytest.fail("a worker stopped before the stream was drained")
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"not drained after {timeout}s: {info.num_pending} pending, {info.num_ack_pending} unacked"
+            )
+        await asyncio.sleep(0.1)
+
+
+@asynccontextmanager
+async def running_workers(
+    target: Target, count: int = 1, **options: Any
+) -> AsyncIterator[list[ScoringWorker]]:
+    """`count` workers as tasks of this test; stopped (and their errors raised) on exit."""
+    stop = asyncio.Event()
+    workers = [
+        ScoringWorker(target.program, target.nats_url, target.database_url, **options) for _ in range(count)
+    ]
+    tasks = [asyncio.create_task(worker.run(stop)) for worker in workers]
+    try:
+        yield workers
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=20)
+
+
+def query(database_url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def pure_totals(program: Program, events: Sequence[StreamEvent]) -> dict[str, tuple[int, int]]:
+    """(points, spent) per user from the rules engine alone, events in the given order."""
+    engine = RulesEngine(program.spec)
+    states: dict[str, UserState] = {}
+    stock: dict[str, int | None] = {reward.id: reward.stock for reward in program.spec.rewards}
+    for event in events:
+        state = states.setdefault(event.user, UserState(event.user))
+        scorable = ScorableEvent(event.id, event.type, event.user, event.occurred_at, event.properties)
+        engine.score(scorable, state, stock)
+    return {user: (state.points, state.spent) for user, state in states.items()}
+
+
+# -- a hand-computed scenario -----------------------------------------------------------------
+
+# Sao Paulo is UTC-3 all year (no DST since 2019). 2027-01-01 is a Friday: Jan 1-3 fall in ISO
+# week 2026-W53, Monday Jan 4 starts 2027-W01.
+SCENARIO_SPEC: dict[str, Any] = {
+    "schedule": {
+        "start": "2027-01-01T00:00:00-03:00",
+        "end": "2027-02-01T00:00:00-03:00",
+        "timezone": "America/Sao_Paulo",
+    },
+    "mode": "both",
+    "rules": [
+        {"id": "steps", "event": "activity.steps", "points": 10, "unit": {"property": "steps", "size": 1000},
+         "dailyCap": 50},
+        {"id": "login", "event": "app.login", "points": 5},
+        {"id": "first-login", "event": "app.login", "points": 20, "oncePerUser": True},
+        # No cap: a huge `meters` overflows the ledger's points column (the poison test uses it).
+        {"id": "marathon", "event": "activity.run", "points": 1000,
+         "unit": {"property": "meters", "size": 1}},
+    ],
+    "boosts": [
+        {"name": "launch", "start": "2027-01-01T00:00:00-03:00", "end": "2027-01-04T00:00:00-03:00",
+         "multiplier": 2},
+        {"name": "weekend", "start": "2027-01-02T00:00:00-03:00", "end": "2027-01-03T00:00:00-03:00",
+         "multiplier": 1.5},
+    ],
+    "badges": [
+        {"id": "fifty", "name": "Fifty", "minPoints": 50},
+        {"id": "regular", "name": "Regular", "rule": "login", "minCount": 3},
+    ],
+    "rewards": [
+        {"id": "mug", "name": "Mug", "cost": 40, "stock": 1},
+        {"id": "bike", "name": "Bike", "cost": 1000},
+    ],
+    "leaderboards": [
+        {"id": "overall", "window": "all-time"},
+        {"id": "week", "window": "weekly"},
+        {"id": "today", "window": "daily"},
+    ],
+}  # fmt: skip
+
+
+def scenario_events() -> list[StreamEvent]:
+    return [
+        # alice: 23:00 and 23:30 local on Jan 4 (already Jan 5 in UTC), then 00:10 local Jan 5.
+        stream_event("a1", "activity.steps", "alice", "2027-01-05T02:00:00Z", steps=3500),  # 30
+        stream_event("a2", "activity.steps", "alice", "2027-01-05T02:30:00Z", steps=4200),  # 40 -> cap: 20
+        stream_event("a3", "activity.steps", "alice", "2027-01-05T03:10:00Z", steps=2000),  # new day: 20
+        # Saturday Jan 2: launch x2 and weekend x1.5 stack to x3.
+        stream_event("a4", "app.login", "alice", "2027-01-02T12:00:00-03:00"),  # 15 + 60 once
+        stream_event("a5", "app.login", "alice", "2027-01-06T10:00:00-03:00"),  # 5
+        stream_event("a6", "app.login", "alice", "2027-01-06T11:00:00-03:00"),  # 5, 3rd login: badge
+        stream_event(
+            "a7", "reward.redeem", "alice", "2027-01-06T12:00:00-03:00", reward="mug"
+        ),  # the last mug
+        # bob: Sunday Jan 3, launch x2: 120 * 2 = 240, capped at 50.
+        stream_event("b1", "activity.steps", "bob", "2027-01-03T10:00:00-03:00", steps=12000),
+        stream_event("b2", "reward.redeem", "bob", "2027-01-06T13:00:00-03:00", reward="mug"),
+        stream_event("b3", "reward.redeem", "bob", "2027-01-06T13:01:00-03:00", reward="bike"),
+        stream_event("b4", "reward.redeem", "bob", "2027-01-06T13:02:00-03:00", reward="nope"),
+    ]
+
+
+async def test_hand_computed_scenario_and_database_dedupe(nats_url: str, mysql_admin_url: str) -> None:
+    async with provisioned(SCENARIO_SPEC, nats_url, mysql_admin_url) as target:
+        events = scenario_events()
+        await publish(target, events)
+        # The same events again under other message ids: the stream's dedupe window does not
+        # catch them (as after the window expired); the database must.
+        again = [e for e in events if e.id in ("a2", "a4", "a7")]
+        await publish(target, again, msg_ids=[f"{e.id}-resent" for e in again])
+        async with running_workers(target, batch_size=4) as workers:
+            await wait_drained(target)
+        assert workers[0].totals.scored == len(events)
+        assert workers[0].totals.duplicates == 3
+        assert workers[0].totals.dead_lettered == 0
+        url = target.database_url
+
+        assert query(url, "SELECT COUNT(*), COUNT(DISTINCT event_id) FROM events") == [(11, 11)]
+        assert query(url, "SELECT user_id, points, spent, rev > 0 FROM users ORDER BY user_id") == [
+            ("alice", 155, 40, 1),
+            ("bob", 50, 0, 1),
+        ]
+        ledger = query(
+            url,
+            "SELECT event_id, kind, COALESCE(rule_id, reward_id), base_points, multiplier, points, local_day "
+            "FROM ledger ORDER BY id",
+        )
+        one, three, two = Decimal(1), Decimal(3), Decimal(2)
+        assert ledger == [
+            ("a1", "award", "steps", 30, one, 30, date(2027, 1, 4)),
+            ("a2", "award", "steps", 40, one, 20, date(2027, 1, 4)),
+            ("a3", "award", "steps", 20, one, 20, date(2027, 1, 5)),
+            ("a4", "award", "login", 5, three, 15, date(2027, 1, 2)),
+            ("a4", "award", "first-login", 20, three, 60, date(2027, 1, 2)),
+            ("a5", "award", "login", 5, one, 5, date(2027, 1, 6)),
+            ("a6", "award", "login", 5, one, 5, date(2027, 1, 6)),
+            ("a7", "spend", "mug", -40, one, -40, date(2027, 1, 6)),
+            ("b1", "award", "steps", 120, two, 50, date(2027, 1, 3)),
+        ]
+        assert query(url, "SELECT user_id, rule_id, local_day, points FROM cap_counters ORDER BY 1, 3") == [
+            ("alice", "steps", date(2027, 1, 4), 50),
+            ("alice", "steps", date(2027, 1, 5), 20),
+            ("bob", "steps", date(2027, 1, 3), 50),
+        ]
+        assert query(url, "SELECT user_id, rule_id, awards FROM rule_counts ORDER BY 1, 2") == [
+            ("alice", "first-login", 1),
+            ("alice", "login", 3),
+            ("alice", "steps", 3),
+            ("bob", "steps", 1),
+        ]
+        assert query(url, "SELECT user_id, badge_id, event_id FROM badges ORDER BY 1, 2") == [
+            ("alice", "fifty", "a2"),
+            ("alice", "regular", "a6"),
+            ("bob", "fifty", "b1"),
+        ]
+        assert query(
+            url, "SELECT event_id, user_id, reward_id, status, reason, cost FROM redemptions ORDER BY 1"
+        ) == [
+            ("a7", "alice", "mug", "fulfilled", None, 40),
+            ("b2", "bob", "mug", "rejected", "out of stock", 40),
+            ("b3", "bob", "bike", "rejected", "insufficient balance: 50 < 1000", 1000),
+            ("b4", "bob", "nope", "rejected", "unknown reward 'nope'", 0),
+        ]
+        assert query(url, "SELECT reward_id, stock, redeemed FROM reward_stock ORDER BY 1") == [
+            ("bike", None, 0),
+            ("mug", 1, 1),
+        ]
+        # Boards count points earned (the spend does not lower alice), by local day and ISO week.
+        assert query(url, "SELECT user_id, window_key, points FROM board_points ORDER BY 1, 2") == [
+            ("alice", "all", 155),
+            ("alice", "d:2027-01-02", 75),
+            ("alice", "d:2027-01-04", 50),
+            ("alice", "d:2027-01-05", 20),
+            ("alice", "d:2027-01-06", 10),
+            ("alice", "w:2026-W53", 75),
+            ("alice", "w:2027-W01", 80),
+            ("bob", "all", 50),
+            ("bob", "d:2027-01-03", 50),
+            ("bob", "w:2026-W53", 50),
+        ]
+        # The engine alone, over the same events in stream order, agrees.
+        assert pure_totals(target.program, events) == {"alice": (155, 40), "bob": (50, 0)}
+
+
+async def test_poison_messages_go_to_dead_letter_and_the_rest_is_scored(
+    nats_url: str, mysql_admin_url: str
+) -> None:
+    async with provisioned(SCENARIO_SPEC, nats_url, mysql_admin_url) as target:
+        names = target.names
+        before = stream_event("g1", "activity.steps", "carol", "2027-01-05T12:00:00Z", steps=1000)
+        # Valid JSON and a valid event, but 1000 points per meter overflows ledger.points: the
+        # scorer fails on it every time.
+        overflow = stream_event("p1", "activity.run", "carol", "2027-01-05T12:01:00Z", meters=10**12)
+        after = stream_event("g2", "activity.steps", "carol", "2027-01-05T12:02:00Z", steps=2000)
+        await publish(target, [before])
+        ack = await target.js.publish(
+            names.event_subject("activity.steps"), b"{not json", headers={MSG_ID: "garbage-1"}
+        )
+        await publish(target, [overflow, after])
+        async with running_workers(target, batch_size=10, max_deliver=2, retry_delay=0.2) as workers:
+            await wait_drained(target)
+        assert workers[0].totals.dead_lettered == 2
+
+        garbage = await target.js.get_last_msg(names.stream, names.dead_letter_subject("activity.steps"))
+        assert garbage.data == b"{not json"
+        assert garbage.headers is not None
+        assert garbage.headers[HEADER_REASON].startswith("not a valid event")
+        assert garbage.headers[HEADER_SUBJECT] == names.event_subject("activity.steps")
+        assert garbage.headers[HEADER_SEQUENCE] == str(ack.seq)
+        assert garbage.headers[HEADER_EVENT_ID] == "garbage-1"
+
+        poison = await target.js.get_last_msg(names.stream, names.dead_letter_subject("activity.run"))
+        assert poison.headers is not None and poison.data is not None
+        assert StreamEvent.from_bytes(poison.data) == overflow
+        assert poison.headers[HEADER_EVENT_ID] == "p1"
+        assert poison.headers[HEADER_SUBJECT] == names.event_subject("activity.run")
+        reason = poison.headers[HEADER_REASON]
+        assert "failed 2 times" in reason and "1264" in reason, reason  # out of range value
+
+        url = target.database_url
+        assert query(url, "SELECT event_id FROM events ORDER BY event_id") == [("g1",), ("g2",)]
+        assert query(url, "SELECT points FROM users WHERE user_id = 'carol'") == [(30,)]
+
+
+RACE_SPEC: dict[str, Any] = {
+    "schedule": {"start": "2027-01-01T00:00:00Z", "end": "2027-02-01T00:00:00Z",
+                 "timezone": "America/Bogota"},
+    "rules": [
+        {"id": "steps", "event": "activity.steps", "points": 10, "unit": {"property": "steps", "size": 1000},
+         "dailyCap": 100},
+    ],
+    "rewards": [{"id": "mug", "name": "Mug", "cost": 30, "stock": 5}],
+}  # fmt: skip
+RACE_USERS = [f"r-{index:02d}" for index in range(12)]
+
+
+async def _both_waiting(target: Target, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while (await target.js.consumer_info(target.names.stream, target.names.durable)).num_waiting < count:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{count} workers never pulled")
+        await asyncio.sleep(0.05)
+
+
+async def test_two_workers_keep_caps_and_stock_exact(nats_url: str, mysql_admin_url: str) -> None:
+    async with provisioned(RACE_SPEC, nats_url, mysql_admin_url) as target:
+        # 25 step events per user on one local day, interleaved across users so that both
+        # workers' batches hit the same users' cap counters: 250 points each, capped at 100.
+        steps = [
+            stream_event(f"s-{user}-{n}", "activity.steps", user,
+                         f"2027-01-10T{8 + n // 5:02d}:{n % 5:02d}:00Z", steps=1500)
+            for n in range(25)
+            for user in RACE_USERS
+        ]  # fmt: skip
+        # Then two redemptions each (every user can afford three) for 5 mugs.
+        redeems = [
+            stream_event(f"m-{user}-{n}", "reward.redeem", user, "2027-01-11T12:00:00Z", reward="mug")
+            for n in range(2)
+            for user in RACE_USERS
+        ]
+        async with running_workers(target, 2, batch_size=7) as workers:
+            await _both_waiting(target, 2)
+            await publish(target, steps)
+            await wait_drained(target)
+            await publish(target, redeems)
+            await wait_drained(target)
+        assert all(worker.totals.scored > 0 for worker in workers), [w.totals for w in workers]
+        assert sum(worker.totals.scored for worker in workers) == len(steps) + len(redeems)
+
+        url = target.database_url
+        assert query(url, "SELECT MAX(points) FROM cap_counters") == [(100,)]
+        per_day = query(
+            url, "SELECT user_id, local_day, SUM(points) FROM ledger WHERE kind = 'award' GROUP BY 1, 2"
+        )
+        assert sorted(row[2] for row in per_day) == [100] * len(RACE_USERS)
+        assert query(url, "SELECT reward_id, stock, redeemed FROM reward_stock") == [("mug", 5, 5)]
+        statuses = dict(query(url, "SELECT status, COUNT(*) FROM redemptions GROUP BY status"))
+        assert statuses == {"fulfilled": 5, "rejected": len(redeems) - 5}
+        reasons = query(url, "SELECT DISTINCT reason FROM redemptions WHERE status = 'rejected'")
+        assert reasons == [("out of stock",)]
+
+        # Totals equal a single worker's (the engine alone, in stream order): who got the last
+        # mugs may differ, how many points and how much was spent may not.
+        expected = pure_totals(target.program, steps + redeems)
+        users = query(url, "SELECT user_id, points, spent FROM users")
+        assert {user: points for user, points, _ in users} == {user: p for user, (p, _) in expected.items()}
+        assert sum(spent for _, _, spent in users) == sum(s for _, s in expected.values()) == 5 * 30
+        assert query(url, "SELECT SUM(points) FROM ledger") == [(Decimal(100 * len(RACE_USERS) - 150),)]
+        boards = defaultdict(
+            int, query(url, "SELECT user_id, points FROM board_points WHERE window_key = 'all'")
+        )
+        assert all(boards[user] == 100 for user in RACE_USERS)
