@@ -62,7 +62,16 @@ def _check_aware(value: datetime) -> datetime:
     return value
 
 
-Duration = Annotated[str, AfterValidator(_check_duration)]
+# The same grammar as parse_duration, for JSON schema / CRD readers only (pydantic keeps its own,
+# friendlier check). RE2-compatible: no look-ahead, so the alternatives spell out "not empty".
+DURATION_PATTERN = (
+    r"^([0-9]+d([0-9]+h)?([0-9]+m)?([0-9]+s)?|[0-9]+h([0-9]+m)?([0-9]+s)?|[0-9]+m([0-9]+s)?|[0-9]+s)$"
+)
+Duration = Annotated[
+    str,
+    AfterValidator(_check_duration),
+    Field(max_length=32, json_schema_extra={"pattern": DURATION_PATTERN}),
+]
 AwareTime = Annotated[datetime, AfterValidator(_check_aware)]
 Identifier = Annotated[str, Field(min_length=1, max_length=63, pattern=IDENTIFIER)]
 
@@ -197,7 +206,7 @@ class Badge(_Model):
     id: Identifier = Field(description="Badge id, unique in the program.")
     name: str = Field(min_length=1, max_length=120, description="Display name.")
     min_points: int | None = Field(None, ge=1, description="Awarded when total earned reaches it.")
-    rule: str | None = Field(None, description="Rule whose award count is the threshold.")
+    rule: str | None = Field(None, max_length=63, description="Rule whose award count is the threshold.")
     min_count: int | None = Field(None, ge=1, description="Awards of `rule` needed.")
 
     @model_validator(mode="after")
@@ -281,17 +290,31 @@ def _unique(items: list[Any], what: str, field: str) -> None:
 class ProgramSpec(_Model):
     tenant: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL, description="Employer id; immutable.")
     display_name: str = Field("", max_length=200, description="Human-readable program name.")
-    schedule: Schedule
+    schedule: Schedule = Field(description="When the program runs, and in which time zone.")
     mode: Mode = Field(Mode.both, description="ranking, rewards or both.")
-    rules: list[Rule] = Field(min_length=1, max_length=200)
-    boosts: list[Boost] = Field(default_factory=list, max_length=50)
-    badges: list[Badge] = Field(default_factory=list, max_length=200)
-    rewards: list[Reward] = Field(default_factory=list, max_length=500)
-    leaderboards: list[Leaderboard] = Field(default_factory=list, max_length=20)
-    snapshots: Snapshots = Field(default_factory=Snapshots)
-    ingest: Ingest = Field(default_factory=Ingest)
-    scoring: Scoring = Field(default_factory=Scoring)
-    retention: Retention = Field(default_factory=Retention)
+    rules: list[Rule] = Field(
+        min_length=1, max_length=200, description="How events earn points; ids are unique."
+    )
+    boosts: list[Boost] = Field(
+        default_factory=list, max_length=50, description="Time windows whose multipliers stack."
+    )
+    badges: list[Badge] = Field(
+        default_factory=list, max_length=200, description="Achievements, awarded once; ids are unique."
+    )
+    rewards: list[Reward] = Field(
+        default_factory=list, max_length=500, description="Catalog points are spent on; ids are unique."
+    )
+    leaderboards: list[Leaderboard] = Field(
+        default_factory=list, max_length=20, description="Published rankings; ids are unique."
+    )
+    snapshots: Snapshots = Field(
+        default_factory=Snapshots, description="Where and how often JSON snapshots are published."
+    )
+    ingest: Ingest = Field(default_factory=Ingest, description="The program's HTTP entry point.")
+    scoring: Scoring = Field(default_factory=Scoring, description="The scoring workers.")
+    retention: Retention = Field(
+        default_factory=Retention, description="How long events are kept, and what deletion removes."
+    )
     suspend: bool = Field(False, description="Stop accepting events without deleting anything.")
 
     @model_validator(mode="after")
