@@ -1,0 +1,1 @@
+"""The Kopf operator: turns a `GamificationProgram` custom resource into everything it owns."""
