@@ -90,6 +90,15 @@ class _Stopping(Exception):
     """A stop was requested while the database was unavailable: give the batch back."""
 
 
+@dataclass(frozen=True)
+class _Fetched:
+    """One fetched batch: every message, the valid events and the invalid messages (with why)."""
+
+    messages: list[Msg]
+    parsed: list[tuple[Msg, StreamEvent]]
+    invalid: list[tuple[Msg, str]]
+
+
 @dataclass
 class _Tally:
     """What happened to the messages of one fetched batch."""
@@ -212,20 +221,46 @@ class ScoringWorker:
                 batch_size=self.batch_size,
                 max_deliver=self.max_deliver,
             )
-            while not self._stop.is_set():
-                try:
-                    messages = await subscription.fetch(self.batch_size, timeout=FETCH_TIMEOUT)
-                except (TimeoutError, NatsTimeoutError):
-                    continue
-                except Exception as exc:  # NATS reconnecting, stream briefly unavailable...
-                    self.log.warning("fetch failed; retrying", error=_describe(exc))
-                    await self._sleep(1.0)
-                    continue
-                await self.handle(messages)
+            await self._consume(subscription)
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
         finally:
             await self._close()
+
+    async def _consume(self, subscription: JetStreamContext.PullSubscription) -> None:
+        """Fetch and score until stopped. The next batch is fetched and parsed while the current
+        one is in the database, so NATS round trips overlap with transactions; a batch fetched
+        when the stop comes is still scored (its messages are already ours)."""
+        upcoming: asyncio.Task[_Fetched] | None = None
+        while True:
+            if upcoming is None:
+                if self._stop.is_set():
+                    return
+                upcoming = asyncio.create_task(self._fetch(subscription))
+            fetched = await upcoming
+            upcoming = None
+            if fetched.messages and not self._stop.is_set():
+                upcoming = asyncio.create_task(self._fetch(subscription))
+            if fetched.messages:
+                await self.handle(fetched)
+
+    async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> _Fetched:
+        try:
+            messages = await subscription.fetch(self.batch_size, timeout=FETCH_TIMEOUT)
+        except (TimeoutError, NatsTimeoutError):
+            return _Fetched([], [], [])
+        except Exception as exc:  # NATS reconnecting, stream briefly unavailable...
+            self.log.warning("fetch failed; retrying", error=_describe(exc))
+            await self._sleep(1.0)
+            return _Fetched([], [], [])
+        parsed: list[tuple[Msg, StreamEvent]] = []
+        invalid: list[tuple[Msg, str]] = []
+        for msg in messages:
+            try:
+                parsed.append((msg, StreamEvent.from_bytes(msg.data)))
+            except (ValidationError, ValueError) as exc:
+                invalid.append((msg, f"not a valid event: {_describe(exc)}"))
+        return _Fetched(list(messages), parsed, invalid)
 
     async def _close(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
@@ -264,17 +299,14 @@ class ScoringWorker:
 
     # -- one fetched batch ----------------------------------------------------------------------
 
-    async def handle(self, messages: Sequence[Msg]) -> None:
+    async def handle(self, fetched: _Fetched) -> None:
         """Score one fetched batch: commit, then ack; dead-letter what cannot be scored."""
         started = time.monotonic()
-        parsed: list[tuple[Msg, StreamEvent]] = []
+        messages, parsed = fetched.messages, fetched.parsed
         dead = 0
-        for msg in messages:
-            try:
-                parsed.append((msg, StreamEvent.from_bytes(msg.data)))
-            except (ValidationError, ValueError) as exc:
-                if await self._dead_letter(msg, None, f"not a valid event: {_describe(exc)}"):
-                    dead += 1
+        for msg, reason in fetched.invalid:
+            if await self._dead_letter(msg, None, reason):
+                dead += 1
         if not parsed:
             self.totals.dead_lettered += dead
             return
@@ -375,22 +407,33 @@ class ScoringWorker:
 
     # -- acknowledgements ---------------------------------------------------------------------------
 
+    # Acks are plain publishes that the client buffers: a loop is far cheaper than one task
+    # per message.
+
     async def _ack_all(self, messages: Sequence[Msg]) -> None:
-        # If an ack is lost the message comes back, and the database sees a duplicate.
-        results = await asyncio.gather(*(msg.ack() for msg in messages), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            self.log.warning("acks failed; messages will be redelivered", failed=len(failures))
+        failed = 0
+        for msg in messages:
+            try:
+                await msg.ack()
+            except Exception:
+                failed += 1
+        if failed:
+            # Not lost: the messages come back, and the database recognises them as duplicates.
+            self.log.warning("acks failed; messages will be redelivered", failed=failed)
 
     async def _nak_all(self, messages: Sequence[Msg]) -> None:
-        await asyncio.gather(*(msg.nak() for msg in messages), return_exceptions=True)
+        for msg in messages:
+            with contextlib.suppress(Exception):
+                await msg.nak()
 
     async def _hold(self, messages: Sequence[Msg], seconds: float) -> None:
         """Wait `seconds` (less if a stop is requested) while telling the server we are still
         working on `messages`, so they are not redelivered while we wait for the database."""
         deadline = time.monotonic() + seconds
         while not self._stop.is_set():
-            await asyncio.gather(*(msg.in_progress() for msg in messages), return_exceptions=True)
+            for msg in messages:
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
             left = deadline - time.monotonic()
             if left <= 0:
                 return
