@@ -54,7 +54,7 @@ _ENVIRONMENT_ERRORS = {
     2003,  # cannot connect
     2006,  # server has gone away
     2013,  # lost connection during query
-    2014,
+    2014,  # commands out of sync (a connection broken mid-statement)
     2055,  # lost connection (SSL / reading)
     DEADLOCK,
     LOCK_WAIT_TIMEOUT,
@@ -74,10 +74,6 @@ class BatchResult:
     outcomes: list[Outcome]
     points: int
     attempts: int = 1
-
-    @property
-    def redemptions(self) -> int:
-        return sum(1 for outcome in self.outcomes if outcome.redemption is not None)
 
 
 @dataclass
@@ -147,10 +143,13 @@ def sync_reward_stock(engine: Engine, spec: ProgramSpec) -> None:
         return
     rows = [(reward.id, reward.stock) for reward in sorted(spec.rewards, key=lambda r: r.id)]
     with engine.begin() as connection:
-        connection.exec_driver_sql(
-            f"INSERT INTO {t.reward_stock.name} (reward_id, stock, redeemed) VALUES (%s, %s, 0) "
-            "ON DUPLICATE KEY UPDATE stock = VALUES(stock)",
+        _insert(
+            connection,
+            t.reward_stock.name,
+            ("reward_id", "stock", "redeemed"),
             rows,
+            values="(%s, %s, 0)",
+            on_duplicate="stock = VALUES(stock)",
         )
 
 
@@ -228,13 +227,15 @@ def _score_locked(
         for row in connection.execute(select(u.user_id, u.points, u.spent).where(u.user_id.in_(new_users))):
             states[row.user_id] = UserState(row.user_id, points=row.points, spent=row.spent)
 
-    # 2. Duplicates: read under the user locks, so whatever another worker committed for these
-    # users is visible. Within the batch, the first occurrence wins.
+    # 2. Duplicates. Read once the user locks are held: in READ COMMITTED every statement sees
+    # what was committed before it started, so whatever another worker scored for these users
+    # is seen. (A plain read on purpose: a locking one could wait on other workers' uncommitted
+    # rows. An id reused by another user in a concurrent batch still cannot be scored twice:
+    # the unique key fails that insert, and the worker retries the events one by one.)
+    # Within the batch, the first occurrence wins.
     event_ids = list(dict.fromkeys(event.id for event, _ in events))
     seen = set(
-        connection.execute(
-            select(t.events.c.event_id).where(t.events.c.event_id.in_(event_ids)).with_for_update(read=True)
-        ).scalars()
+        connection.execute(select(t.events.c.event_id).where(t.events.c.event_id.in_(event_ids))).scalars()
     )
     fresh: list[tuple[StreamEvent, int]] = []
     duplicates: list[str] = []

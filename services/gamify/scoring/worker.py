@@ -232,17 +232,22 @@ class ScoringWorker:
         one is in the database, so NATS round trips overlap with transactions; a batch fetched
         when the stop comes is still scored (its messages are already ours)."""
         upcoming: asyncio.Task[_Fetched] | None = None
-        while True:
-            if upcoming is None:
-                if self._stop.is_set():
-                    return
-                upcoming = asyncio.create_task(self._fetch(subscription))
-            fetched = await upcoming
-            upcoming = None
-            if fetched.messages and not self._stop.is_set():
-                upcoming = asyncio.create_task(self._fetch(subscription))
-            if fetched.messages:
-                await self.handle(fetched)
+        try:
+            while True:
+                if upcoming is None:
+                    if self._stop.is_set():
+                        return
+                    upcoming = asyncio.create_task(self._fetch(subscription))
+                fetched = await upcoming
+                upcoming = None
+                if fetched.messages and not self._stop.is_set():
+                    upcoming = asyncio.create_task(self._fetch(subscription))
+                if fetched.messages:
+                    await self.handle(fetched)
+        finally:
+            if upcoming is not None and not upcoming.done():
+                # Only on a crash: whatever it fetched comes back after the ack wait.
+                upcoming.cancel()
 
     async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> _Fetched:
         try:
@@ -302,17 +307,19 @@ class ScoringWorker:
     async def handle(self, fetched: _Fetched) -> None:
         """Score one fetched batch: commit, then ack; dead-letter what cannot be scored."""
         started = time.monotonic()
-        messages, parsed = fetched.messages, fetched.parsed
-        dead = 0
+        tally = _Tally()
         for msg, reason in fetched.invalid:
             if await self._dead_letter(msg, None, reason):
-                dead += 1
-        if not parsed:
-            self.totals.dead_lettered += dead
-            return
-        tally = _Tally(dead_lettered=dead)
+                tally.dead_lettered += 1
+            else:
+                tally.retry_later += 1
+        parsed = fetched.parsed
         try:
-            result = await self._score(parsed)
+            if parsed:
+                result = await self._score(parsed)
+                await self._ack_all([msg for msg, _ in parsed])
+                tally.add(result)
+                self._log_decisions(result)
         except _Stopping:
             await self._nak_all([msg for msg, _ in parsed])
             return
@@ -328,10 +335,6 @@ class ScoringWorker:
                 except _Stopping:
                     await self._nak_all([msg for msg, _ in parsed[position:]])
                     return
-        else:
-            await self._ack_all([msg for msg, _ in parsed])
-            tally.add(result)
-            self._log_decisions(result)
         duration = time.monotonic() - started
         self.totals.batches += 1
         self.totals.scored += tally.scored
@@ -342,7 +345,7 @@ class ScoringWorker:
         BATCH_SECONDS.labels(self.program.name).observe(duration)
         self.log.info(
             "batch scored",
-            batch_size=len(messages),
+            batch_size=len(fetched.messages),
             scored=tally.scored,
             duplicates=tally.duplicates,
             dead_lettered=tally.dead_lettered,
