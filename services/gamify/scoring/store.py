@@ -348,11 +348,16 @@ def _lock_stock(
     return {row.reward_id: None if row.stock is None else max(row.stock - row.redeemed, 0) for row in rows}
 
 
+def _sql_time(instant: datetime) -> str:
+    """UTC as DATETIME text: the driver escapes a string much faster than it formats a datetime."""
+    return _naive_utc(instant).isoformat(" ")
+
+
 def _collect(rules: RulesEngine, event: StreamEvent, seq: int, outcome: Outcome, writes: _Writes) -> None:
-    occurred = _naive_utc(event.occurred_at)
+    occurred = _sql_time(event.occurred_at)
     user = event.user
     properties = orjson.dumps(event.properties).decode()
-    received = _naive_utc(event.received_at)
+    received = _sql_time(event.received_at)
     writes.events.append((event.id, event.type, user, occurred, received, event.source, properties, seq))
     if outcome.awards:
         writes.touched_users.add(user)
@@ -361,7 +366,7 @@ def _collect(rules: RulesEngine, event: StreamEvent, seq: int, outcome: Outcome,
             multiplier = _storable_multiplier(award.multiplier)
             writes.ledger.append(
                 (event.id, user, "award", award.rule_id, None, award.base_points, multiplier, award.points,
-                 occurred, award.local_day)
+                 occurred, award.local_day.isoformat())
             )  # fmt: skip
             writes.rule_awards[(user, award.rule_id)] += 1
             if award.rule_id in writes.capped_rules:
@@ -384,7 +389,7 @@ def _collect(rules: RulesEngine, event: StreamEvent, seq: int, outcome: Outcome,
             spend = -redemption.cost
             writes.ledger.append(
                 (event.id, user, "spend", None, redemption.reward_id, spend, ONE, spend, occurred,
-                 outcome.local_day)
+                 outcome.local_day.isoformat())
             )  # fmt: skip
 
 
@@ -456,7 +461,10 @@ def _write(connection: Connection, states: dict[str, UserState], writes: _Writes
         connection,
         t.cap_counters.name,
         ("user_id", "rule_id", "local_day", "points"),
-        ((user, rule_id, day, points) for (user, rule_id, day), points in writes.cap_points.items()),
+        (
+            (user, rule_id, day.isoformat(), points)
+            for (user, rule_id, day), points in writes.cap_points.items()
+        ),
         on_duplicate="points = points + VALUES(points)",
     )
     _insert(
