@@ -24,7 +24,7 @@ export STORAGE_EMULATOR_HOST ?= http://127.0.0.1:$(GAMIFY_GCS_PORT)
 # mypy checks the operator package too once it exists.
 MYPY_PACKAGES := -p gamify $(if $(wildcard operator/gamify_operator/__init__.py),-p gamify_operator)
 
-.PHONY: help venv servers-up servers-down servers-status cluster-build cluster-up cluster-down test lint demo \
+.PHONY: help venv servers-up servers-down servers-status crds cluster-build cluster-up cluster-down test lint demo \
 	bench clean
 
 help: ## list the targets
@@ -32,7 +32,8 @@ help: ## list the targets
 
 venv: $(VENV_STAMP) ## create .venv and install the project with its dev tools
 
-$(VENV_STAMP): pyproject.toml
+# The operator package's first appearance also needs a reinstall (editable installs list packages).
+$(VENV_STAMP): pyproject.toml $(wildcard operator/gamify_operator/__init__.py)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
@@ -64,6 +65,10 @@ lint: venv ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(MYPY_PACKAGES)
+	$(BIN)/python -m gamify_operator.crd --check
+
+crds: venv ## regenerate crds/ from the pydantic program model
+	$(BIN)/python -m gamify_operator.crd --write
 
 demo: venv servers-up ## run the whole pipeline on this machine with a sample program
 	$(BIN)/gamify demo
