@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import create_engine, select, tuple_
+from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
@@ -201,14 +201,11 @@ def _score_locked(
     user_ids = sorted({event.user for event, _ in events})
 
     # 1. Lock the users, in id order: the same order in every worker.
-    u = t.users.c
+    users_sql = f"SELECT user_id, points, spent FROM {t.users.name} WHERE user_id IN "
     states = {
-        row.user_id: UserState(row.user_id, points=row.points, spent=row.spent)
-        for row in connection.execute(
-            select(u.user_id, u.points, u.spent)
-            .where(u.user_id.in_(user_ids))
-            .order_by(u.user_id)
-            .with_for_update()
+        user: UserState(user, points=points, spent=spent)
+        for user, points, spent in _query(
+            connection, users_sql + _marks(len(user_ids)) + " ORDER BY user_id FOR UPDATE", user_ids
         )
     }
     new_users = [user for user in user_ids if user not in states]
@@ -224,8 +221,8 @@ def _score_locked(
             values=f"(%s, 0, 0, 0, 0, {NOW})",
             on_duplicate="user_id = user_id",
         )
-        for row in connection.execute(select(u.user_id, u.points, u.spent).where(u.user_id.in_(new_users))):
-            states[row.user_id] = UserState(row.user_id, points=row.points, spent=row.spent)
+        for user, points, spent in _query(connection, users_sql + _marks(len(new_users)), new_users):
+            states[user] = UserState(user, points=points, spent=spent)
 
     # 2. Duplicates. Read once the user locks are held: in READ COMMITTED every statement sees
     # what was committed before it started, so whatever another worker scored for these users
@@ -234,9 +231,14 @@ def _score_locked(
     # the unique key fails that insert, and the worker retries the events one by one.)
     # Within the batch, the first occurrence wins.
     event_ids = list(dict.fromkeys(event.id for event, _ in events))
-    seen = set(
-        connection.execute(select(t.events.c.event_id).where(t.events.c.event_id.in_(event_ids))).scalars()
-    )
+    seen = {
+        event_id
+        for (event_id,) in _query(
+            connection,
+            f"SELECT event_id FROM {t.events.name} WHERE event_id IN {_marks(len(event_ids))}",
+            event_ids,
+        )
+    }
     fresh: list[tuple[StreamEvent, int]] = []
     duplicates: list[str] = []
     for event, seq in events:
@@ -268,6 +270,18 @@ def _score_locked(
     )
 
 
+def _marks(count: int, width: int = 1) -> str:
+    """`(%s, %s, ...)` for an IN list of `count` values (of `width`-tuples when width > 1)."""
+    item = "%s" if width == 1 else "(" + ", ".join(["%s"] * width) + ")"
+    return "(" + ", ".join([item] * count) + ")"
+
+
+def _query(connection: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Rows of a driver-level query: on this path, SQLAlchemy's per-statement compilation of
+    long IN lists cost more than the queries' own work in Python."""
+    return [tuple(row) for row in connection.exec_driver_sql(sql, tuple(params))]
+
+
 def _scorable(event: StreamEvent) -> ScorableEvent:
     return ScorableEvent(event.id, event.type, event.user, event.occurred_at, event.properties)
 
@@ -289,12 +303,14 @@ def _load_state(
         if rule.daily_cap is not None
     }
     if cap_keys:
-        c = t.cap_counters.c
-        query = select(c.user_id, c.rule_id, c.local_day, c.points).where(
-            tuple_(c.user_id, c.rule_id, c.local_day).in_(sorted(cap_keys))
+        caps = _query(
+            connection,
+            f"SELECT user_id, rule_id, local_day, points FROM {t.cap_counters.name} "
+            f"WHERE (user_id, rule_id, local_day) IN {_marks(len(cap_keys), width=3)}",
+            [value for key in cap_keys for value in key],
         )
-        for cap in connection.execute(query):
-            states[cap.user_id].day_points[(cap.rule_id, cap.local_day)] = cap.points
+        for user, rule_id, day, points in caps:
+            states[user].day_points[(rule_id, day)] = points
 
     # Award counts matter only to once-per-user rules and to rule badges.
     counted_rules = sorted(
@@ -302,28 +318,33 @@ def _load_state(
         | {badge.rule for badge in spec.badges if badge.rule is not None}
     )
     if scored_users and counted_rules:
-        rc = t.rule_counts.c
-        for count in connection.execute(
-            select(rc.user_id, rc.rule_id, rc.awards).where(
-                rc.user_id.in_(scored_users), rc.rule_id.in_(counted_rules)
-            )
-        ):
-            states[count.user_id].rule_awards[count.rule_id] = count.awards
+        counts = _query(
+            connection,
+            f"SELECT user_id, rule_id, awards FROM {t.rule_counts.name} "
+            f"WHERE user_id IN {_marks(len(scored_users))} AND rule_id IN {_marks(len(counted_rules))}",
+            [*scored_users, *counted_rules],
+        )
+        for user, rule_id, awards in counts:
+            states[user].rule_awards[rule_id] = awards
     if scored_users and spec.badges:
-        b = t.badges.c
-        for badge in connection.execute(select(b.user_id, b.badge_id).where(b.user_id.in_(scored_users))):
-            states[badge.user_id].badges.add(badge.badge_id)
+        badges = _query(
+            connection,
+            f"SELECT user_id, badge_id FROM {t.badges.name} WHERE user_id IN {_marks(len(scored_users))}",
+            scored_users,
+        )
+        for user, badge_id in badges:
+            states[user].badges.add(badge_id)
 
     redeemers = sorted({event.user for event, _ in fresh if event.type == REDEEM_EVENT})
     if redeemers and any(reward.per_user_limit is not None for reward in spec.rewards):
-        r = t.redemptions.c
-        counts = connection.execute(
-            select(r.user_id, r.reward_id, r.event_id.count().label("n"))
-            .where(r.user_id.in_(redeemers), r.status == "fulfilled")
-            .group_by(r.user_id, r.reward_id)
+        fulfilled = _query(
+            connection,
+            f"SELECT user_id, reward_id, COUNT(*) FROM {t.redemptions.name} "
+            f"WHERE user_id IN {_marks(len(redeemers))} AND status = 'fulfilled' GROUP BY user_id, reward_id",
+            redeemers,
         )
-        for fulfilled in counts:
-            states[fulfilled.user_id].redeemed[fulfilled.reward_id] = fulfilled.n
+        for user, reward_id, count in fulfilled:
+            states[user].redeemed[reward_id] = count
 
 
 def _lock_stock(
@@ -343,9 +364,15 @@ def _lock_stock(
         values="(%s, %s, 0)",
         on_duplicate="reward_id = reward_id",
     )
-    s = t.reward_stock.c
-    rows = connection.execute(select(s.reward_id, s.stock, s.redeemed).where(s.reward_id.in_(reward_ids)))
-    return {row.reward_id: None if row.stock is None else max(row.stock - row.redeemed, 0) for row in rows}
+    rows = _query(
+        connection,
+        f"SELECT reward_id, stock, redeemed FROM {t.reward_stock.name} "
+        f"WHERE reward_id IN {_marks(len(reward_ids))}",
+        reward_ids,
+    )
+    return {
+        reward_id: None if stock is None else max(stock - redeemed, 0) for reward_id, stock, redeemed in rows
+    }
 
 
 def _sql_time(instant: datetime) -> str:
