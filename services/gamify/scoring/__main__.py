@@ -55,6 +55,9 @@ def main() -> None:
     except ProgramError as exc:
         log.error("invalid program file", error=str(exc))
         sys.exit(2)
+    except Exception:
+        log.exception("scoring worker failed")
+        sys.exit(1)
     sys.exit(0)
 
 
