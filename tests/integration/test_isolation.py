@@ -7,6 +7,7 @@ the schemas and the snapshot prefixes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -93,7 +94,7 @@ async def stream_subjects(nats_url: str, program: str) -> set[str]:
         await connection.close()
 
 
-async def test_programs_never_see_each_other(
+def test_programs_never_see_each_other(
     two_programs: tuple[local.LocalState, local.LocalState], nats_url: str
 ) -> None:
     a, b = two_programs
@@ -107,8 +108,8 @@ async def test_programs_never_see_each_other(
         local.wait_scored(state.program)
 
     # Streams: each holds only its own subjects.
-    assert await stream_subjects(nats_url, a.program) == {f"gamify.{a.program}.events.app.visit"}
-    assert await stream_subjects(nats_url, b.program) == {f"gamify.{b.program}.events.app.visit"}
+    assert asyncio.run(stream_subjects(nats_url, a.program)) == {f"gamify.{a.program}.events.app.visit"}
+    assert asyncio.run(stream_subjects(nats_url, b.program)) == {f"gamify.{b.program}.events.app.visit"}
 
     # Schemas: the same employee id has separate totals; each schema holds only its events.
     for state, expected_ids, points in ((a, {"a-0", "a-1", "a-2"}, 30), (b, {"b-0", "b-1"}, 14)):
