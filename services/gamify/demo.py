@@ -22,6 +22,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import create_engine, text
 
 from gamify import local
 from gamify.program import REDEEM_EVENT, ConditionOp, Program, ProgramSpec, parse_program
@@ -193,6 +194,27 @@ def _post(client: httpx.Client, body: bytes, headers: dict[str, str]) -> dict[st
     raise RuntimeError("ingest kept refusing the batch")
 
 
+def _first(database_url: str, query: str) -> str | None:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            row = connection.execute(text(query)).first()
+            return None if row is None else str(row[0])
+    finally:
+        engine.dispose()
+
+
+def top_user(state: local.LocalState) -> str | None:
+    return _first(state.database_url, "SELECT user_id FROM users ORDER BY points DESC, user_id LIMIT 1")
+
+
+def redeemer(state: local.LocalState) -> str | None:
+    return _first(
+        state.database_url,
+        "SELECT user_id FROM redemptions WHERE status = 'fulfilled' ORDER BY user_id LIMIT 1",
+    )
+
+
 def run_demo(console: Console, employees: int = 300, days: int = 6) -> None:
     from gamify.cli import leaderboard, user
     from gamify.snapshots.writer import run_snapshot
@@ -226,10 +248,10 @@ def run_demo(console: Console, employees: int = 300, days: int = 6) -> None:
             events[10:10] = bad_events(now)
             totals[program.name] = send(state, events, progress, rng)
 
-    summary = Table(
-        "program", "sent", "accepted", "duplicates", "rejected", "re-sent batches", "scored in",
-        title="events",
-    )  # fmt: skip
+    summary = Table(title="events")
+    summary.add_column("program", no_wrap=True)
+    for column in ("sent", "accepted", "duplicates", "rejected", "re-sent", "scored in"):
+        summary.add_column(column, justify="right")
     for program, state in states:
         began = time.monotonic()
         local.wait_scored(program.name, servers=servers)
@@ -247,11 +269,13 @@ def run_demo(console: Console, employees: int = 300, days: int = 6) -> None:
     for program, _ in states:
         if program.spec.leaderboards:
             leaderboard(program.name, None, top=10)
-    first, _ = states[0]
-    user(first.name, "emp-00001")
-    rewards = next((p for p, _ in states if p.spec.rewards), None)
-    if rewards is not None:
-        user(rewards.name, "emp-00002")
+    # Two employees worth a look: the leader of a ranked program (badges, ranks), and someone
+    # who redeemed a reward in the rewards-only program.
+    ranked = next(((p, s) for p, s in states if p.spec.leaderboards and p.spec.badges), states[0])
+    user(ranked[0].name, top_user(ranked[1]) or "emp-00001")
+    for program, state in states:
+        if program.spec.mode.value == "rewards":
+            user(program.name, redeemer(state) or "emp-00001")
     console.print(
         "\nThe programs keep running: try `gamify local status`, post events with the API key "
         "from `gamify local up -f .gamify/demo/<file> --json`, and stop them with `gamify local down`."
