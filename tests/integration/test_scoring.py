@@ -202,7 +202,6 @@ SCENARIO_SPEC: dict[str, Any] = {
          "dailyCap": 50},
         {"id": "login", "event": "app.login", "points": 5},
         {"id": "first-login", "event": "app.login", "points": 20, "oncePerUser": True},
-        # No cap: a huge `meters` overflows the ledger's points column (the poison test uses it).
         {"id": "marathon", "event": "activity.run", "points": 1000,
          "unit": {"property": "meters", "size": 1}},
     ],
@@ -331,15 +330,30 @@ async def test_hand_computed_scenario_and_database_dedupe(nats_url: str, mysql_a
         assert pure_totals(target.program, events) == {"alice": (155, 40), "bob": (50, 0)}
 
 
+def inject_ledger_fault(admin_url: str, schema: str, event_id: str) -> None:
+    """Make the database refuse every ledger row of one event (SQLSTATE 45000)."""
+    engine = create_engine(admin_url)
+    with engine.begin() as connection:
+        connection.execute(text(f"USE `{schema}`"))
+        connection.execute(
+            text(
+                "CREATE TRIGGER inject_fault BEFORE INSERT ON ledger FOR EACH ROW "
+                f"IF NEW.event_id = '{event_id}' THEN "
+                "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'injected fault'; END IF"
+            )
+        )
+    engine.dispose()
+
+
 async def test_poison_messages_go_to_dead_letter_and_the_rest_is_scored(
     nats_url: str, mysql_admin_url: str
 ) -> None:
     async with provisioned(SCENARIO_SPEC, nats_url, mysql_admin_url) as target:
         names = target.names
         before = stream_event("g1", "activity.steps", "carol", "2027-01-05T12:00:00Z", steps=1000)
-        # Valid JSON and a valid event, but 1000 points per meter overflows ledger.points: the
-        # scorer fails on it every time.
-        overflow = stream_event("p1", "activity.run", "carol", "2027-01-05T12:01:00Z", meters=10**12)
+        # A valid event the database refuses every time: a fault injected with a trigger.
+        overflow = stream_event("p1", "activity.run", "carol", "2027-01-05T12:01:00Z", meters=5)
+        inject_ledger_fault(mysql_admin_url, names.schema, "p1")
         after = stream_event("g2", "activity.steps", "carol", "2027-01-05T12:02:00Z", steps=2000)
         await publish(target, [before])
         ack = await target.js.publish(
@@ -364,7 +378,7 @@ async def test_poison_messages_go_to_dead_letter_and_the_rest_is_scored(
         assert poison.headers[HEADER_EVENT_ID] == "p1"
         assert poison.headers[HEADER_SUBJECT] == names.event_subject("activity.run")
         reason = poison.headers[HEADER_REASON]
-        assert "failed 2 times" in reason and "1264" in reason, reason  # out of range value
+        assert "failed 2 times" in reason and "injected fault" in reason, reason
 
         url = target.database_url
         assert query(url, "SELECT event_id FROM events ORDER BY event_id") == [("g1",), ("g2",)]

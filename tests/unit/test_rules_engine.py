@@ -584,3 +584,13 @@ def test_state_with_plain_dicts_works() -> None:
     assert steps.points == 10 and steps.badges == ["walker"]
     assert engine.score(redeem("hat"), state, stock).redemption.status == "fulfilled"  # type: ignore[union-attr]
     assert state.points == 105 and state.balance == 95 and state.redeemed == {"hat": 1}
+
+
+def test_a_huge_unit_property_is_capped_at_max_award_not_overflowing() -> None:
+    from gamify.program import Rule
+    from gamify.rules.engine import MAX_AWARD, base_points, boosted
+
+    rule = Rule(id="run", event="activity.run", points=1000, unit={"property": "meters", "size": 1})
+    assert base_points(rule, {"meters": 10**15}) == MAX_AWARD
+    assert boosted(MAX_AWARD, Decimal(100)) == MAX_AWARD
+    assert base_points(rule, {"meters": 7}) == 7000

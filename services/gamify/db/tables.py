@@ -61,9 +61,9 @@ ledger = Table(
     Column("kind", String(8), nullable=False),  # award | spend
     Column("rule_id", String(NAME)),
     Column("reward_id", String(NAME)),
-    Column("base_points", Integer, nullable=False),  # before boosts and caps
-    Column("multiplier", Numeric(12, 4), nullable=False),
-    Column("points", Integer, nullable=False),
+    Column("base_points", BigInteger, nullable=False),  # before boosts and caps
+    Column("multiplier", Numeric(20, 8), nullable=False),
+    Column("points", BigInteger, nullable=False),
     Column("occurred_at", Timestamp, nullable=False),
     Column("local_day", Date, nullable=False),  # in the program's time zone
     Column("created_at", Timestamp, nullable=False),
@@ -91,7 +91,7 @@ cap_counters = Table(
     Column("user_id", String(ID), primary_key=True),
     Column("rule_id", String(NAME), primary_key=True),
     Column("local_day", Date, primary_key=True),
-    Column("points", Integer, nullable=False),
+    Column("points", BigInteger, nullable=False),
 )
 
 rule_counts = Table(

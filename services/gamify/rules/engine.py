@@ -18,6 +18,9 @@ from typing import Any, Literal
 from gamify.program import REDEEM_EVENT, Condition, ConditionOp, Mode, ProgramSpec, Rule
 
 ONE = Decimal(1)
+# No single award exceeds this: a unit property near the ingest bound (1e15) times a large
+# `points` must never overflow the ledger (BIGINT) and turn a valid event into a dead letter.
+MAX_AWARD = 10**12
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ def base_points(rule: Rule, properties: dict[str, Any]) -> int:
     if amount is None or amount <= 0:
         return 0
     units = (amount / Decimal(str(rule.unit.size))).to_integral_value(rounding=ROUND_FLOOR)
-    return rule.points * int(units)
+    return min(rule.points * int(units), MAX_AWARD)
 
 
 def multiplier_at(spec: ProgramSpec, instant: datetime) -> Decimal:
@@ -145,7 +148,7 @@ def multiplier_at(spec: ProgramSpec, instant: datetime) -> Decimal:
 
 
 def boosted(points: int, multiplier: Decimal) -> int:
-    return int((Decimal(points) * multiplier).to_integral_value(rounding=ROUND_FLOOR))
+    return min(int((Decimal(points) * multiplier).to_integral_value(rounding=ROUND_FLOOR)), MAX_AWARD)
 
 
 class RulesEngine:

@@ -38,7 +38,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(length=128), nullable=False),
         sa.Column("rule_id", sa.String(length=63), nullable=False),
         sa.Column("local_day", sa.Date(), nullable=False),
-        sa.Column("points", sa.Integer(), nullable=False),
+        sa.Column("points", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("user_id", "rule_id", "local_day"),
     )
     op.create_table(
@@ -66,9 +66,9 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=8), nullable=False),
         sa.Column("rule_id", sa.String(length=63), nullable=True),
         sa.Column("reward_id", sa.String(length=63), nullable=True),
-        sa.Column("base_points", sa.Integer(), nullable=False),
-        sa.Column("multiplier", sa.Numeric(precision=12, scale=4), nullable=False),
-        sa.Column("points", sa.Integer(), nullable=False),
+        sa.Column("base_points", sa.BigInteger(), nullable=False),
+        sa.Column("multiplier", sa.Numeric(precision=20, scale=8), nullable=False),
+        sa.Column("points", sa.BigInteger(), nullable=False),
         sa.Column("occurred_at", mysql.DATETIME(fsp=6), nullable=False),
         sa.Column("local_day", sa.Date(), nullable=False),
         sa.Column("created_at", mysql.DATETIME(fsp=6), nullable=False),
