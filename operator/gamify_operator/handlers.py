@@ -1,0 +1,196 @@
+"""The Kopf handlers of `GamificationProgram`: thin wiring, the logic is in `reconcile.py`.
+
+- create / resume / update (of `spec`): a full reconcile (`Reconciler.reconcile`); an edit of
+  `spec.schedule.end` is recorded in `status.extensions`;
+- a timer: the lifecycle by the clock (Scheduled -> Active -> Ended -> closed), reconciling
+  only when the dates call for a change (`Reconciler.tick`);
+- delete (behind the `gamification.io/finalizer` finalizer): retention, namespace.
+
+Handlers of one program never run at the same time in this process (one lock per program),
+so the timer cannot race a change handler on the same objects.
+
+Tunables from the environment (read at import: Kopf takes timer intervals at registration):
+
+=============================== ======= ==========================================================
+GAMIFY_OPERATOR_TIMER_INTERVAL  30      seconds between lifecycle checks of each program
+GAMIFY_OPERATOR_TIMER_IDLE      10      seconds a program must be unchanged before a check
+GAMIFY_OPERATOR_SELECTOR        (none)  label selector: only programs matching it (sharding, tests)
+GAMIFY_OPERATOR_DRAIN_TIMEOUT   3600    seconds the final snapshot waits for scoring to drain
+GAMIFY_OPERATOR_BACKOFF         5       first retry delay (s) after a failure; doubles, max 300
+GAMIFY_OPERATOR_WORKER_LIMIT    (none)  programs reconciled at once (Kopf's queueing workers)
+=============================== ======= ==========================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import kopf
+
+from gamify.logs import get_logger
+from gamify_operator.config import OperatorConfig
+from gamify_operator.crd import GROUP, PLURAL, VERSION
+from gamify_operator.kube import Kube, new_api_client
+from gamify_operator.lifecycle import end_change
+from gamify_operator.reconcile import EventPoster, ReconcileOptions, Reconciler, Result
+
+FINALIZER = f"{GROUP}/finalizer"
+REPORTING_COMPONENT = "gamify-operator"
+T = TypeVar("T")
+
+log = get_logger(__name__)
+
+
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r}: expected a number of seconds") from None
+    if value <= 0:
+        raise SystemExit(f"{name}={raw!r}: must be greater than zero")
+    return value
+
+
+TIMER_INTERVAL = _env_seconds("GAMIFY_OPERATOR_TIMER_INTERVAL", 30)
+TIMER_IDLE = _env_seconds("GAMIFY_OPERATOR_TIMER_IDLE", 10)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _poster(body: kopf.Body) -> EventPoster:
+    def post(type_: str, reason: str, message: str) -> None:
+        kopf.event(body, type=type_, reason=reason, message=message)
+
+    return post
+
+
+def _lock(memo: kopf.Memo, name: str) -> asyncio.Lock:
+    locks: dict[str, asyncio.Lock] = memo.locks
+    return locks.setdefault(name, asyncio.Lock())
+
+
+async def _locked(memo: kopf.Memo, name: str, work: Awaitable[T]) -> T:
+    async with _lock(memo, name):
+        return await work
+
+
+def _write(patch: kopf.Patch, result: Result) -> None:
+    """Status and labels go into Kopf's patch (applied even when the handler then fails)."""
+    patch.status.update(result.status)
+    for key, value in result.labels.items():
+        patch.metadata.labels[key] = value
+    if result.error is not None:
+        raise result.error
+
+
+def _reconciler(memo: kopf.Memo) -> Reconciler:
+    reconciler: Reconciler = memo.reconciler
+    return reconciler
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Kopf's own bookkeeping under our group: no `kopf.zalando.org` names on users' objects.
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Events: what happened (Normal) and why something failed (Warning) on each program.
+    settings.posting.level = logging.INFO
+    settings.posting.reporting_component = REPORTING_COMPONENT
+    # Watches are re-opened every few minutes even when quiet, so a half-dead connection
+    # (a proxy or load balancer dropping it silently) is noticed.
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 10
+    # API errors: retry soon, then back off; one slow program does not hold the others.
+    settings.networking.error_backoffs = (1, 2, 4, 8, 16, 32)
+    workers = os.environ.get("GAMIFY_OPERATOR_WORKER_LIMIT", "").strip()
+    settings.queueing.worker_limit = int(workers) if workers else None
+    selector = os.environ.get("GAMIFY_OPERATOR_SELECTOR", "").strip()
+    if selector:
+        settings.watching.label_selectors[GROUP, PLURAL] = selector
+
+    config = OperatorConfig.from_env()
+    kube = Kube(new_api_client())
+    await kube.prepare()
+    options = ReconcileOptions(
+        drain_timeout=timedelta(seconds=_env_seconds("GAMIFY_OPERATOR_DRAIN_TIMEOUT", 3600)),
+        backoff_seconds=_env_seconds("GAMIFY_OPERATOR_BACKOFF", 5),
+    )
+    memo.reconciler = Reconciler(config, kube, options)
+    memo.locks = {}
+    log.info(
+        "operator configured",
+        nats=config.servers.nats_url,
+        bucket=config.bucket,
+        selector=selector or None,
+        timer_interval=TIMER_INTERVAL,
+    )
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    reconciler = memo.get("reconciler")
+    if reconciler is not None:
+        reconciler.kube.api.close()
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+async def reconcile_program(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any
+) -> None:
+    reconciler = _reconciler(memo)
+    result = await _locked(
+        memo, body.metadata.name, reconciler.reconcile(body, now=_now(), post=_poster(body), retry=retry)
+    )
+    _write(patch, result)
+
+
+def _end_of(spec: Any) -> Any:
+    schedule = spec.get("schedule") if isinstance(spec, Mapping) else None
+    return schedule.get("end") if isinstance(schedule, Mapping) else None
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def update_program(
+    body: kopf.Body, old: Any, new: Any, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any
+) -> None:
+    now = _now()
+    extension = end_change(_end_of(old), _end_of(new), now)
+    reconciler = _reconciler(memo)
+    result = await _locked(
+        memo,
+        body.metadata.name,
+        reconciler.reconcile(body, now=now, post=_poster(body), extension=extension, retry=retry),
+    )
+    _write(patch, result)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=TIMER_INTERVAL, idle=TIMER_IDLE)
+async def lifecycle_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    lock = _lock(memo, body.metadata.name)
+    if lock.locked():
+        return  # a change handler is on it; the next tick looks again
+    async with lock:
+        result = await _reconciler(memo).tick(body, now=_now(), post=_poster(body))
+    if result is not None:
+        _write(patch, result)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def delete_program(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    reconciler = _reconciler(memo)
+    await _locked(memo, body.metadata.name, reconciler.delete(body, post=_poster(body)))
