@@ -213,7 +213,8 @@ def test_schema_tables_and_program_user(mysql_admin_url: str, cleanup: list[str]
 
     parsed = sa.make_url(url)
     assert (parsed.username, parsed.password, parsed.database) == (names.db_user, password, names.schema)
-    assert (parsed.host, parsed.port) == (sa.make_url(mysql_admin_url).host, 3306)
+    admin = sa.make_url(mysql_admin_url)
+    assert (parsed.host, parsed.port) == (admin.host, admin.port or 3306)
     assert schema.schema_exists(mysql_admin_url, names)
     assert migrate.current(url) == alembic_head()
     with connected(url) as connection:
