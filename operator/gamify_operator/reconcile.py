@@ -83,6 +83,7 @@ PROVISIONING_CONDITIONS = {
     "schema": status.DATABASE,
     "bucket": status.BUCKET,
 }
+PROVISIONING_ORDER = (status.STREAM, status.DATABASE, status.BUCKET)
 NAMESPACE_KINDS = {"Namespace", "ResourceQuota", "LimitRange", "NetworkPolicy"}
 LIFECYCLE_PHASES = {Phase.scheduled, Phase.active, Phase.ended, Phase.suspended}
 
@@ -184,6 +185,10 @@ class Reconciler:
         self.config = config
         self.kube = kube
         self.options = options or ReconcileOptions()
+        # One `provision` at a time in this process: its migrations run on alembic, whose
+        # `context`/`op` are process-global proxies, so two programs migrating in two threads
+        # at once cross their connections ("Table ... already exists").
+        self.provisioning = asyncio.Lock()
 
     def backoff(self, retry: int) -> float:
         return min(MAX_BACKOFF_SECONDS, self.options.backoff_seconds * 2 ** max(retry, 0))
@@ -375,9 +380,11 @@ class _Run:
 
         # 2. Stream, consumer, schema, user, grants, migrations, bucket prefix.
         try:
-            provisioned = await provision(program, self.config.servers, self.password)
+            async with self.r.provisioning:
+                provisioned = await provision(program, self.config.servers, self.password)
         except ProvisioningError as exc:
             kind = PROVISIONING_CONDITIONS.get(exc.component, status.STREAM)
+            self.conditions += _around_failure(kind)
             return self.failed(Condition.failed(kind, "ProvisioningFailed", str(exc)), "ProvisioningFailed")
         self.conditions += [
             Condition.ok(
@@ -607,6 +614,17 @@ class _Run:
             " to zero, snapshot CronJob suspended",
         )
         return record
+
+
+def _around_failure(failed: str) -> list[Condition]:
+    """`provision` works in PROVISIONING_ORDER: what came before the failed component is done,
+    what comes after it has not been tried."""
+    index = PROVISIONING_ORDER.index(failed)
+    done = [Condition.ok(kind, "Provisioned") for kind in PROVISIONING_ORDER[:index]]
+    waiting = [
+        Condition.unknown(kind, "Waiting", f"waits for {failed}") for kind in PROVISIONING_ORDER[index + 1 :]
+    ]
+    return done + waiting
 
 
 def _count(number: Any, noun: str) -> str:
