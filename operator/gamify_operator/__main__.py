@@ -3,8 +3,10 @@
     python -m gamify_operator --standalone                 # one replica, no peering
     python -m gamify_operator --liveness http://0.0.0.0:8080/healthz
 
-Without `--standalone`, replicas coordinate through Kopf peering (`--peering`, needs Kopf's
-`ClusterKopfPeering` CRD; without it Kopf falls back to standalone with a warning). The
+Without `--standalone`, replicas coordinate through Kopf peering: `--peering NAME` (env
+GAMIFY_OPERATOR_PEERING) makes it mandatory and needs Kopf's `ClusterKopfPeering` CRD with an
+object of that name; with neither flag Kopf looks for its `default` peering object and, when
+there is none, runs standalone with a warning. The
 cluster comes from the pod's ServiceAccount, else `KUBECONFIG` / `~/.kube/config`; the servers
 and everything else from the environment (`gamify_operator.config`, `gamify_operator.handlers`).
 Logs are JSON lines on stderr (`gamify.logs`).
@@ -28,6 +30,19 @@ DEFAULT_PEERING = "gamify-operator"
 _KOPF_RECORD_ATTRS = ("settings", "k8s_skip", "k8s_ref")
 
 
+class QuietTimers(logging.Filter):
+    """Drop Kopf's line for every successful timer run: one per program every interval says
+    nothing; failures, and the reconciles a timer starts, are still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            record.levelno <= logging.INFO
+            and message.startswith("Timer ")
+            and message.endswith(" succeeded.")
+        )
+
+
 class OperatorJsonFormatter(JsonFormatter):
     """`gamify.logs` JSON lines, with Kopf's object reference reduced to `program`."""
 
@@ -47,6 +62,7 @@ def setup_logging(level: str) -> None:
     for handler in logging.getLogger().handlers:
         if handler.get_name() == "gamify-json":
             handler.setFormatter(OperatorJsonFormatter(SERVICE))
+            handler.addFilter(QuietTimers())
     # The API client logs every request at DEBUG; ours and Kopf's lines are enough.
     for noisy in ("kubernetes", "urllib3", "aiohttp"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
@@ -60,7 +76,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--standalone", action="store_true", help="run alone: no peering with other operator replicas"
     )
     parser.add_argument(
-        "--peering", default=DEFAULT_PEERING, help=f"peering object name (default {DEFAULT_PEERING})"
+        "--peering",
+        default=os.environ.get("GAMIFY_OPERATOR_PEERING") or None,
+        metavar="NAME",
+        help=f"peering object to coordinate replicas through, e.g. {DEFAULT_PEERING} (mandatory when set)",
     )
     parser.add_argument("--priority", type=int, default=0, help="peering priority (the highest one runs)")
     parser.add_argument(

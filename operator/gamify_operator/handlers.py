@@ -194,3 +194,4 @@ async def lifecycle_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, *
 async def delete_program(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     reconciler = _reconciler(memo)
     await _locked(memo, body.metadata.name, reconciler.delete(body, post=_poster(body)))
+    memo.locks.pop(body.metadata.name, None)

@@ -13,7 +13,7 @@ import pytest
 
 from gamify.program import ProgramError, ProgramSpec, parse_program
 from gamify_operator import lifecycle, status
-from gamify_operator.__main__ import OperatorJsonFormatter
+from gamify_operator.__main__ import OperatorJsonFormatter, QuietTimers
 from gamify_operator.builders import api_keys_secret
 from gamify_operator.config import OperatorConfig
 from gamify_operator.lifecycle import Phase
@@ -278,3 +278,15 @@ def test_operator_log_lines_drop_kopf_internals_and_name_the_program() -> None:
     handler.setFormatter(OperatorJsonFormatter("operator"))
     handler.emit(record)
     assert "acme-2027" in stream.getvalue()
+
+
+def test_successful_timer_runs_are_not_logged_but_failures_are() -> None:
+    def record(level: int, message: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", level, __file__, 1, message, None, None)
+
+    quiet = QuietTimers()
+    assert not quiet.filter(record(logging.INFO, "Timer 'lifecycle_timer' succeeded."))
+    assert quiet.filter(
+        record(logging.ERROR, "Timer 'lifecycle_timer' failed with an exception. Will retry.")
+    )
+    assert quiet.filter(record(logging.INFO, "Handler 'reconcile_program' succeeded."))
