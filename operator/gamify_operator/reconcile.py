@@ -34,7 +34,7 @@ from nats import connect as connect_nats
 from nats.js.errors import NotFoundError
 from sqlalchemy.exc import DBAPIError
 
-from gamify.credentials import generate_api_key, generate_password
+from gamify.credentials import generate_api_key, generate_password, hash_api_key, parse_key_hashes
 from gamify.logs import get_logger
 from gamify.naming import ProgramNames
 from gamify.program import KIND, OnDelete, Program, ProgramError, parse_program
@@ -227,15 +227,32 @@ class Reconciler:
         )
         labelled = (body["metadata"].get("labels") or {}).get(LABEL_TENANT) == program.spec.tenant
         if current.get("phase") == state.phase and not closing and labelled:
-            return None
-        log.info(
-            "lifecycle transition",
-            program=program.name,
-            phase=current.get("phase"),
-            wanted=state.phase.value,
-            closing=closing,
-        )
+            if not await self._keys_changed(program.name):
+                return None
+            log.info("API keys edited: deriving hashes again", program=program.name)
+        else:
+            log.info(
+                "lifecycle transition",
+                program=program.name,
+                phase=current.get("phase"),
+                wanted=state.phase.value,
+                closing=closing,
+            )
         return await self.reconcile(body, now=now, post=post)
+
+    async def _keys_changed(self, program: str) -> bool:
+        """Whether the API keys Secret was edited (a key added or removed by hand for rotation,
+        or the Secret deleted): its hashes no longer match its keys."""
+        children = ChildNames(program)
+        try:
+            secret = await self.kube.get("v1", "Secret", children.api_keys_secret, children.namespace)
+        except KubeError:
+            return False  # the next tick looks again
+        data = (secret or {}).get("data") or {}
+        keys = stored_api_keys(data)
+        hashes = parse_key_hashes(read_secret(data, API_KEY_HASHES) or "")
+        listed = _split_keys(read_secret(data, API_KEYS))
+        return not keys or hashes != [hash_api_key(key) for key in keys] or listed != keys
 
     # --- deletion ------------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from nats.js.errors import NotFoundError as StreamNotFound
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from gamify.credentials import generate_api_key, hash_api_key
 from gamify.naming import ProgramNames
 from gamify.program import parse_program
 from gamify.provisioning import deprovision
@@ -563,6 +564,49 @@ def test_rules_update_rolls_config_and_pods(
     assert old_sum != new_sum
     # The API keys were not touched by the update.
     assert secret_data(dyn, name, "api-keys") == keys
+
+
+def test_api_key_added_by_hand_is_taken_into_use(
+    operator: OperatorProcess,
+    programs: client.CustomObjectsApi,
+    dyn: dynamic.DynamicClient,
+    kube_api: client.ApiClient,
+) -> None:
+    name = create(programs, "rot")
+    wait_status(programs, name, phase_is("Active", 1), "Active")
+    namespace = ProgramNames(name).namespace
+    keys = secret_data(dyn, name, "api-keys")
+    current = decoded(keys, "api-key")
+    before = get(dyn, "apps/v1", "Deployment", "ingest", namespace)
+    assert before is not None
+
+    # Rotation, as the program manager does it: a new line in `api-keys`, nothing else.
+    new_key = generate_api_key(name)
+    listed = base64.b64encode(f"{current}\n{new_key}\n".encode()).decode()
+    client.CoreV1Api(kube_api).patch_namespaced_secret(
+        f"{name}-api-keys", namespace, {"data": {"api-keys": listed}}
+    )
+
+    def hashes() -> list[str]:
+        return decoded(secret_data(dyn, name, "api-keys"), "api-key-hashes").split(",")
+
+    wait_until("the new key's hash in api-key-hashes", lambda: hash_api_key(new_key) in hashes(), timeout=20)
+    assert hashes() == [hash_api_key(current), hash_api_key(new_key)]
+    assert decoded(secret_data(dyn, name, "api-keys"), "api-key") == current
+
+    def checksum(deployment: Doc | None) -> str:
+        assert deployment is not None
+        return str(
+            deployment["spec"]["template"]["metadata"]["annotations"]["gamification.io/secrets-checksum"]
+        )
+
+    # The ingest pods roll, to read the new hashes (the Deployment is applied after the Secret).
+    old = checksum(before)
+    wait_until(
+        "a new secrets checksum on ingest",
+        lambda: checksum(get(dyn, "apps/v1", "Deployment", "ingest", namespace)) != old,
+        timeout=10,
+    )
 
 
 def test_autoscaler_comes_and_goes_with_its_bounds(
