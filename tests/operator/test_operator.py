@@ -53,6 +53,7 @@ from gamify_operator import crd
 from gamify_operator.builders import ProgramSecrets, build_all, read_secret
 from gamify_operator.builders.labels import ANNOTATION_CONFIG_CHECKSUM, LABEL_TENANT
 from gamify_operator.config import OperatorConfig
+from gamify_operator.kube import CHILD_KINDS, NAMESPACED_CHILD_KINDS
 from gamify_operator.reconcile import stored_api_keys
 from tests.conftest import unique_program_id
 from tests.operator.conftest import wait_until
@@ -372,8 +373,6 @@ def expected_children(
 
 def children_by_label(dyn: dynamic.DynamicClient, name: str) -> set[tuple[str, str]]:
     """Every (kind, name) of the program's own kinds carrying its label, in its namespace."""
-    from gamify_operator.kube import NAMESPACED_CHILD_KINDS
-
     found = set()
     for api_version, kind in NAMESPACED_CHILD_KINDS:
         listed = dyn.get(
@@ -668,7 +667,7 @@ def test_timer_moves_a_program_through_its_dates(
     gcs_client: Any,
     bucket: str,
 ) -> None:
-    start = now() + timedelta(seconds=4)
+    start = now() + timedelta(seconds=6)  # room for the first reconcile on a busy machine
     end = start + timedelta(seconds=3)
     schedule = {"start": rfc3339(start), "end": rfc3339(end), "gracePeriod": "1s"}
     name = create(programs, "life", schedule=schedule)
@@ -887,8 +886,6 @@ def test_killed_mid_reconcile_converges_without_duplicates_or_new_secrets(
 
 
 def _kind(kind: str) -> tuple[str, str]:
-    from gamify_operator.kube import CHILD_KINDS
-
     return next((api_version, k) for api_version, k in CHILD_KINDS if k == kind)
 
 
