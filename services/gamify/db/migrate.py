@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -10,6 +11,9 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Alembic keeps its `context` and `op` proxies process-global: two upgrades at once (the
+# operator provisioning two programs in threads) would mix their connections.
+_ONE_AT_A_TIME = threading.Lock()
 
 
 def _config(connection: Connection) -> Config:
@@ -23,7 +27,7 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Bring the schema that `url` points at up to `revision` (idempotent)."""
     engine = create_engine(url, pool_pre_ping=True)
     try:
-        with engine.begin() as connection:
+        with _ONE_AT_A_TIME, engine.begin() as connection:
             command.upgrade(_config(connection), revision)
     finally:
         engine.dispose()
