@@ -85,11 +85,15 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def _cpu_model() -> str:
+    """The first CPU's model name and clock, from /proc/cpuinfo."""
+    found: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+            key, _, value = line.partition(":")
+            found.setdefault(key.strip(), value.strip())
+    model = found.get("model name") or platform.processor() or "unknown"
+    mhz = found.get("cpu MHz")
+    return f"{model}, {float(mhz):.0f} MHz" if mhz else model
 
 
 def _memory() -> str:
@@ -125,12 +129,21 @@ async def _nats_version(nats_url: str) -> str:
 
 
 def _mysql_version(admin_url: str) -> str:
+    """Version, and the settings that decide what a commit costs."""
     engine = create_engine(admin_url)
     try:
         with engine.connect() as connection:
-            return str(connection.execute(text("SELECT VERSION()")).scalar_one())
+            version, flush, pool, binlog = connection.execute(
+                text(
+                    "SELECT VERSION(), @@innodb_flush_log_at_trx_commit, @@innodb_buffer_pool_size, @@log_bin"
+                )
+            ).one()
     finally:
         engine.dispose()
+    return (
+        f"{version} (innodb_flush_log_at_trx_commit={flush}, buffer pool "
+        f"{int(pool) // 1024 // 1024} MiB, binary log {'on' if binlog else 'off'})"
+    )
 
 
 def machine_info(servers: Servers) -> dict[str, str]:

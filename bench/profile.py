@@ -69,6 +69,7 @@ def summarise(
     raw_profile: Path,
     top: int = 25,
     only_thread: str | None = None,
+    exclude: str | None = None,
     categories: tuple[tuple[str, tuple[str, ...]], ...] = (),
 ) -> str:
     """Shares of samples: by category, inclusive per project function, self per function."""
@@ -79,7 +80,7 @@ def summarise(
     total = 0
     for line in raw_profile.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if only_thread and only_thread not in stack:
+        if (only_thread and only_thread not in stack) or (exclude and exclude in stack):
             continue
         count = int(count_text)
         total += count
@@ -100,6 +101,7 @@ def summarise(
     if not total:
         return "no samples"
     lines = [f"{total} samples" + (f" in stacks through {only_thread}" if only_thread else "")]
+    lines[0] += f" without {exclude}" if exclude else ""
     lines.append(f"{waiting / total:6.1%}  waiting (socket reads, select, thread waits)")
     if categories:
         lines.append("-- by activity --")
@@ -162,24 +164,27 @@ async def profile_scoring(py_spy: str, target: Provisioned, workdir: Path, event
     head = f"scoring: {events:,} events drained in {elapsed:.1f}s (start-up included)\n"
     return "\n".join(
         [
-            head + "== the worker's event loop (fetch, parse, ack; idle = waiting) ==",
-            summarise(out, only_thread="ScoringWorker.run"),
+            head + "== the worker's main thread: event loop (fetch, parse, ack) ==",
+            summarise(out, exclude="Thread._bootstrap"),
             "== the scoring thread (score_batch; socket reads = waiting on MariaDB) ==",
             summarise(out, only_thread="score_batch"),
         ]
     )
 
 
-async def _main(what: str, py_spy: str, seconds: float, events: int) -> str:
+async def _main(what: str, py_spy: str, seconds: float, events: int, keep: bool) -> str:
     servers = Servers.from_env()
     workdir = Path(tempfile.mkdtemp(prefix="gamify-profile-"))
     try:
         async with provisioned(what, servers, workdir) as target:
             if what == "ingest":
-                return await profile_ingest(py_spy, target, workdir, seconds)
-            return await profile_scoring(py_spy, target, workdir, events)
+                text = await profile_ingest(py_spy, target, workdir, seconds)
+            else:
+                text = await profile_scoring(py_spy, target, workdir, events)
+        return text + (f"\nraw profile and logs kept in {workdir}" if keep else "")
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,12 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="the py-spy executable")
     parser.add_argument("--seconds", type=float, default=10, help="ingest: seconds sampled")
     parser.add_argument("--events", type=int, default=30_000, help="scoring: events pre-loaded")
+    parser.add_argument("--keep", action="store_true", help="keep the raw py-spy profile and logs")
     args = parser.parse_args(argv)
     if not args.py_spy:
         print("py-spy not found: `pip install py-spy`, or pass --py-spy PATH", file=sys.stderr)
         return 2
     configure_logging("WARNING", service="bench")
-    print(uvloop.run(_main(args.what, args.py_spy, args.seconds, args.events)))
+    print(uvloop.run(_main(args.what, args.py_spy, args.seconds, args.events, args.keep)))
     return 0
 
 
