@@ -377,9 +377,9 @@ async def test_api_key_never_appears_in_logs(client: httpx.AsyncClient) -> None:
     text = output.getvalue()
     assert KEY not in text and OTHER_KEY not in text
     lines = [orjson.loads(line) for line in text.splitlines()]
-    accepted = [line for line in lines if line.get("event_id") == "log-1"]
+    accepted = [line for line in lines if "log-1" in line.get("event_ids", [])]
     assert accepted and accepted[0]["program"] == program_of(client)
-    assert accepted[0]["request_id"] and accepted[0]["msg"] == "event accepted"
+    assert accepted[0]["request_id"] and accepted[0]["msg"] == "events ingested"
     assert {line["status"] for line in lines if line["msg"] == "request"} == {202, 401}
 
 
@@ -607,7 +607,7 @@ async def test_module_serves_and_stops_gracefully_on_sigterm(
             process.kill()
     output = (process.stdout.read() if process.stdout else b"").decode()
     lines = [orjson.loads(line) for line in output.splitlines() if line.startswith("{")]
-    assert any(line.get("event_id") == "p-1" for line in lines), output
+    assert any("p-1" in line.get("event_ids", []) for line in lines), output
     assert any(line["msg"] == "ingest stopped" for line in lines), output
     assert KEY not in output
 

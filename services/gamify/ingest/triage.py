@@ -50,5 +50,6 @@ def triage(spec: ProgramSpec, items: list[Any], now: datetime) -> Triage:
             result.repeated.append(event.id)
             continue
         seen.add(event.id)
-        result.to_publish.append(StreamEvent.model_validate({**event.model_dump(), "received_at": now}))
+        # `event` is validated already: construct, do not validate every field a second time.
+        result.to_publish.append(StreamEvent.model_construct(**dict(event), received_at=now))
     return result
