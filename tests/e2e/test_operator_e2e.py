@@ -483,7 +483,7 @@ def test_a_program_applied_to_kubernetes_runs_end_to_end(
 # --- the harness itself: what it resolves, and that it refuses what it cannot ------------------------
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def harness_namespace(kube_api: client.ApiClient) -> Iterator[str]:
     """A namespace with a Secret `creds` and a ConfigMap `cfg`, on the real API server."""
     core = client.CoreV1Api(kube_api)
