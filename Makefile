@@ -11,6 +11,7 @@ BIN := $(VENV)/bin
 VENV_STAMP := $(VENV)/.installed-from-pyproject
 SERVERS := scripts/servers.sh
 CONTROLPLANE := scripts/controlplane
+KIND := scripts/kind
 
 # The ports scripts/servers.sh uses; tests and the CLI get matching URLs unless already set.
 GAMIFY_NATS_PORT ?= 4222
@@ -25,7 +26,7 @@ export STORAGE_EMULATOR_HOST ?= http://127.0.0.1:$(GAMIFY_GCS_PORT)
 MYPY_PACKAGES := -p gamify $(if $(wildcard operator/gamify_operator/__init__.py),-p gamify_operator)
 
 .PHONY: help venv servers-up servers-down servers-status crds cluster-build cluster-up cluster-down test lint demo \
-	bench clean
+	bench clean images kind-up deploy kind-down
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,6 +58,19 @@ cluster-up: cluster-build ## start the local Kubernetes control plane on loopbac
 
 cluster-down: ## stop the control plane that cluster-up started
 	$(CONTROLPLANE)/down.sh
+
+# The kind path (docs/kind.md): needs a Docker engine, kind, kubectl and helm; not run by `make test`.
+images: ## build the image gamify:<version> from the Dockerfile (needs a Docker engine)
+	$(KIND)/images.sh
+
+kind-up: ## create a kind cluster "gamify" (needs Docker and kind)
+	$(KIND)/up.sh
+
+deploy: venv ## on the kind cluster: NATS, MySQL, GCS emulator, the operator chart, an example program
+	$(KIND)/deploy.sh
+
+kind-down: ## delete the kind cluster
+	$(KIND)/down.sh
 
 test: venv servers-up cluster-build ## run every test against the real servers
 	$(BIN)/pytest -q --durations=15
