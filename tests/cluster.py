@@ -1,4 +1,7 @@
-"""Fixtures for the operator tests: a REAL Kubernetes API server and the GamificationProgram CRD.
+"""The Kubernetes control plane for tests: a REAL API server and the GamificationProgram CRD.
+
+Loaded for every test directory as a pytest plugin (tests/conftest.py), so the control-plane,
+operator, chart and end-to-end tests share one session and one cluster.
 
 The control plane is the project's own (scripts/controlplane/, see docs/controlplane.md). A
 running one is reused; otherwise `up.sh` starts it and `down.sh` stops it at the end of the
@@ -26,7 +29,7 @@ from kubernetes.client.rest import ApiException
 
 from gamify_operator import crd
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts" / "controlplane"
 FIELD_MANAGER = "gamify-tests"
 

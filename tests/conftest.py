@@ -16,6 +16,9 @@ import pytest
 
 from gamify.settings import Servers
 
+# The control plane fixtures (kubeconfig, kube_api, kubectl, gp_crd, programs) for every folder.
+pytest_plugins = ["tests.cluster"]
+
 os.environ.setdefault("STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443")
 
 

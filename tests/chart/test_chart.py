@@ -43,15 +43,8 @@ from gamify.settings import Servers
 from gamify_operator import crd
 from gamify_operator.builders.pods import COMMAND
 from gamify_operator.kube import CHILD_KINDS
+from tests.cluster import controlplane_lib, run, wait_until
 from tests.conftest import unique_program_id
-from tests.operator.conftest import (  # gp_crd, kube_api, kubeconfig: fixtures pytest finds here
-    controlplane_lib,
-    gp_crd,  # noqa: F401
-    kube_api,  # noqa: F401
-    kubeconfig,  # noqa: F401
-    run,
-    wait_until,
-)
 from tests.operator.test_operator import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]

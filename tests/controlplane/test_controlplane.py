@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,34 +30,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ROOT / "scripts" / "controlplane"
-
-
-def _lib(expr: str) -> str:
-    """Evaluate a shell expression after sourcing scripts/controlplane/lib.sh (one source of truth)."""
-    out = subprocess.run(
-        ["bash", "-c", f'source "{SCRIPTS}/lib.sh" && {expr}'],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip()
-
-
-def _run(*cmd: str | Path, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)
-
-
-def wait_until(what: str, predicate: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+from tests.cluster import controlplane_lib, run, wait_until
 
 
 def gone(read: Callable[[], Any]) -> bool:
@@ -72,29 +44,6 @@ def gone(read: Callable[[], Any]) -> bool:
 
 
 # --- fixtures --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def kubeconfig() -> Iterator[str]:
-    check = _run(SCRIPTS / "build.sh", "--check")
-    if check.returncode != 0:
-        pytest.fail(
-            "control-plane binaries are missing; build them with `make cluster-build` "
-            f"(scripts/controlplane/build.sh):\n{check.stdout}{check.stderr}"
-        )
-    status = _run(SCRIPTS / "status.sh")
-    started_here = status.returncode != 0
-    if started_here:
-        up = _run(SCRIPTS / "up.sh", "--quiet", timeout=600)
-        if up.returncode != 0:
-            pytest.fail(f"scripts/controlplane/up.sh failed:\n{up.stdout}\n{up.stderr}")
-        path = up.stdout.strip().splitlines()[-1]
-    else:
-        path = status.stdout.strip()
-    assert Path(path).is_file(), path
-    yield path
-    if started_here and not os.environ.get("GAMIFY_CP_KEEP"):
-        _run(SCRIPTS / "down.sh")
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +75,7 @@ def namespace(core: client.CoreV1Api) -> Iterator[str]:
 
 
 def kubectl(kubeconfig: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return _run(_lib("cp_bin kubectl"), "--kubeconfig", kubeconfig, *args, timeout=timeout)
+    return run(controlplane_lib("cp_bin kubectl"), "--kubeconfig", kubeconfig, *args, timeout=timeout)
 
 
 # --- tests -----------------------------------------------------------------------------------
@@ -134,7 +83,7 @@ def kubectl(kubeconfig: str, *args: str, timeout: float = 60) -> subprocess.Comp
 
 def test_apiserver_is_the_pinned_version_and_ready(api: client.ApiClient, kubeconfig: str) -> None:
     info = client.VersionApi(api).get_code()
-    assert info.git_version == _lib("echo $GAMIFY_K8S_VERSION")
+    assert info.git_version == controlplane_lib("echo $GAMIFY_K8S_VERSION")
     ready = kubectl(kubeconfig, "get", "--raw", "/readyz?verbose")
     assert ready.returncode == 0, ready.stderr
     assert "readyz check passed" in ready.stdout
@@ -448,9 +397,11 @@ def _try_create(create: Callable[[], Any]) -> bool:
 def test_helm_installs_a_chart(
     kubeconfig: str, namespace: str, tmp_path: Path, core: client.CoreV1Api
 ) -> None:
-    helm = _lib("cp_bin helm")
-    version = _run(helm, "version", "--short")
-    assert version.returncode == 0 and version.stdout.startswith(_lib("echo $GAMIFY_HELM_VERSION")), version
+    helm = controlplane_lib("cp_bin helm")
+    version = run(helm, "version", "--short")
+    assert version.returncode == 0 and version.stdout.startswith(
+        controlplane_lib("echo $GAMIFY_HELM_VERSION")
+    ), version
     chart = tmp_path / "hello"
     (chart / "templates").mkdir(parents=True)
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: hello\nversion: 0.1.0\n")
@@ -466,9 +417,9 @@ def test_helm_installs_a_chart(
         HELM_CONFIG_HOME=str(tmp_path / "config"),
         HELM_DATA_HOME=str(tmp_path / "data"),
     )
-    inst = _run(helm, "install", "demo", str(chart), "-n", namespace, "--set", "greeting=hello", env=env)
+    inst = run(helm, "install", "demo", str(chart), "-n", namespace, "--set", "greeting=hello", env=env)
     assert inst.returncode == 0, inst.stderr
     assert core.read_namespaced_config_map("demo-hello", namespace).data == {"greeting": "hello"}
-    uninst = _run(helm, "uninstall", "demo", "-n", namespace, env=env)
+    uninst = run(helm, "uninstall", "demo", "-n", namespace, env=env)
     assert uninst.returncode == 0, uninst.stderr
     assert gone(lambda: core.read_namespaced_config_map("demo-hello", namespace))

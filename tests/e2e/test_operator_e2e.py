@@ -47,14 +47,7 @@ from gamify_operator.builders.labels import ChildNames
 from gamify_operator.builders.secrets import API_KEY
 from tests.conftest import unique_program_id
 from tests.e2e.podrunner import VENV_BIN, LocalCommand, PodSpecError, pod_spec_of, resolve_container
-from tests.operator import conftest as control_plane
 from tests.operator.test_operator import OperatorProcess, rfc3339
-
-# The control-plane fixtures (tests/operator/conftest.py reaches only its own folder).
-kubeconfig = control_plane.kubeconfig
-kube_api = control_plane.kube_api
-gp_crd = control_plane.gp_crd
-programs = control_plane.programs
 
 RUN_LABEL = "gamification.io/test-run"
 RUN = f"e2e-{secrets.token_hex(3)}"

@@ -55,8 +55,8 @@ from gamify_operator.builders.labels import ANNOTATION_CONFIG_CHECKSUM, LABEL_TE
 from gamify_operator.config import OperatorConfig
 from gamify_operator.kube import CHILD_KINDS, NAMESPACED_CHILD_KINDS
 from gamify_operator.reconcile import stored_api_keys
+from tests.cluster import wait_until
 from tests.conftest import unique_program_id
-from tests.operator.conftest import wait_until
 
 RUN_LABEL = "gamification.io/test-run"
 RUN = f"op-{secrets.token_hex(3)}"
