@@ -12,6 +12,7 @@ result, not a failure).
 from __future__ import annotations
 
 import argparse
+import pickle
 import shutil
 import sys
 import tempfile
@@ -30,10 +31,12 @@ from bench import ingest_bench, latency_bench, scoring_bench
 from bench.common import ROOT, load_average, machine_info, progress
 from bench.report import Report, render
 from gamify.logs import configure_logging
-from gamify.settings import Servers
+from gamify.settings import Servers, home
 
 BENCHMARKS = ("ingest", "scoring", "latency")
 DEFAULT_OUT = ROOT / "docs" / "BENCHMARKS.md"
+# The last full run's results, so the report can be re-rendered after editing bench/analysis/.
+LAST_RESULTS = home() / "bench" / "last-report.pickle"
 
 
 def _configs(
@@ -69,7 +72,17 @@ def main(argv: list[str] | None = None) -> int:
         help=f"where to write the report (default {DEFAULT_OUT.relative_to(ROOT)} for full runs)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (service logs)")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help=f"measure nothing: re-render the last full run ({LAST_RESULTS}) with the current notes",
+    )
     args = parser.parse_args(argv)
+    if args.render_only:
+        report = pickle.loads(LAST_RESULTS.read_bytes())  # written by this script, below
+        (args.out or DEFAULT_OUT).write_text(render(report))
+        progress("suite", f"report re-rendered to {args.out or DEFAULT_OUT}")
+        return 0
     selected = args.only or list(BENCHMARKS)
     # The committed report only ever holds a full run of every benchmark.
     out = args.out or (DEFAULT_OUT if not args.quick and not args.only and not args.runs else None)
@@ -110,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
+        if out == DEFAULT_OUT:
+            LAST_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            LAST_RESULTS.write_bytes(pickle.dumps(report))
         progress("suite", f"report written to {out}")
     else:
         print(text)
