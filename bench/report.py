@@ -332,6 +332,7 @@ def render(report: Report) -> str:
         "make bench                                 # servers up, then the full suite; rewrites this file",
         ".venv/bin/python bench/run.py --quick      # a short smoke run (prints, writes nothing)",
         ".venv/bin/python bench/run.py --only scoring --runs 3 --out /tmp/b.md",
+        ".venv/bin/python bench/run.py --render-only   # last full run again, after editing bench/analysis/",
         "pip install py-spy && .venv/bin/python -m bench.profile ingest   # or scoring: the profiles",
         "```",
         "",
