@@ -220,9 +220,13 @@ def demo(
     days: Annotated[int, typer.Option(help="Days of activity to simulate.")] = 6,
 ) -> None:
     """Run the whole pipeline on this machine with the example programs."""
+    from gamify import local
     from gamify.demo import run_demo
 
-    run_demo(console, employees=employees, days=days)
+    try:
+        run_demo(console, employees=employees, days=days)
+    except (local.LocalError, ProgramError, OSError) as exc:
+        _fail(str(exc))
 
 
 def main() -> None:

@@ -230,8 +230,13 @@ def run_demo(console: Console, employees: int = 300, days: int = 6) -> None:
         f"bucket {servers.bucket}\nexample dates are re-based so each program started {days} "
         "days ago (launch boosts in force)."
     )
+    examples = sorted(EXAMPLES.glob("*.yaml"))
+    if not examples:
+        raise local.LocalError(
+            f"no example programs in {EXAMPLES.absolute()}: run the demo from the repository root"
+        )
     states: list[tuple[Program, local.LocalState]] = []
-    for path in sorted(EXAMPLES.glob("*.yaml")):
+    for path in examples:
         document = rebase(yaml.safe_load(path.read_text()), now, days)
         program = parse_program(document)
         rebased = workdir / path.name
