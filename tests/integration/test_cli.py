@@ -1,0 +1,94 @@
+"""The `gamify` command line as users type it (DESIGN.md, "The one-machine command line")."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from gamify import local
+from gamify.cli import app
+from tests.conftest import unique_program_id
+
+runner = CliRunner()
+
+
+def test_validate_names_each_bad_field(tmp_path: Path) -> None:
+    good = runner.invoke(app, ["validate", "examples/both-badges.yaml"])
+    assert good.exit_code == 0, good.output
+    assert "initech-healthy-habits" in good.output and "3 rules" in good.output
+
+    document = yaml.safe_load(Path("examples/both-badges.yaml").read_text())
+    document["spec"]["rules"][0]["points"] = -5
+    document["spec"]["schedule"]["timezone"] = "Mars/Olympus"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(document))
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 1
+    assert "spec.rules[0].points" in result.output
+    assert "spec.schedule.timezone" in result.output
+
+
+def test_local_up_json_then_leaderboard_and_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nats_url: str, mysql_admin_url: str
+) -> None:
+    monkeypatch.setenv("GAMIFY_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GAMIFY_BUCKET", (tmp_path / "bucket").as_uri())
+    monkeypatch.setenv("GAMIFY_SNAPSHOT_INTERVAL", "3600")
+    start = datetime.now(UTC) - timedelta(days=1)
+    name = unique_program_id("cli")
+    program = {
+        "apiVersion": "gamification.io/v1alpha1",
+        "kind": "GamificationProgram",
+        "metadata": {"name": name},
+        "spec": {
+            "tenant": "acme",
+            "schedule": {"start": start.isoformat(), "end": (start + timedelta(days=9)).isoformat()},
+            "mode": "ranking",
+            "rules": [{"id": "visit", "event": "app.visit", "points": 3}],
+            "leaderboards": [{"id": "overall"}],
+        },
+    }
+    path = tmp_path / "program.yaml"
+    path.write_text(yaml.safe_dump(program))
+
+    up = runner.invoke(app, ["local", "up", "-f", str(path), "--json"])
+    try:
+        assert up.exit_code == 0, up.output
+        info = json.loads(up.output)
+        assert set(info) == {"program", "ingestURL", "apiKey", "snapshotURL"}
+        assert info["program"] == name and info["snapshotURL"].endswith(f"/{name}/")
+        assert httpx.get(f"{info['ingestURL']}/readyz", timeout=5).status_code == 200
+
+        now = datetime.now(UTC).isoformat()
+        events = [
+            {"id": f"v{i}", "type": "app.visit", "user": f"u{i % 2}", "occurredAt": now} for i in range(3)
+        ]
+        answer = httpx.post(
+            f"{info['ingestURL']}/v1/events",
+            json={"events": events},
+            headers={"Authorization": f"Bearer {info['apiKey']}"},
+            timeout=10,
+        )
+        assert answer.status_code == 202 and answer.json()["accepted"] == 3
+
+        local.wait_scored(name)
+        snap = runner.invoke(app, ["snapshot", "run", name])
+        assert snap.exit_code == 0, snap.output
+        board = runner.invoke(app, ["leaderboard", name], env={"COLUMNS": "120"})
+        assert board.exit_code == 0, board.output
+        rows = [line for line in board.output.splitlines() if " u0 " in line or " u1 " in line]
+        assert len(rows) == 2 and "6" in rows[0] and "u0" in rows[0], board.output  # u0: 2 visits
+
+        status = runner.invoke(app, ["local", "status"], env={"COLUMNS": "200"})
+        assert name in status.output and "up" in status.output
+    finally:
+        down = runner.invoke(app, ["local", "down", name])
+    assert down.exit_code == 0 and f"stopped {name}" in down.output
+    status = runner.invoke(app, ["local", "status"], env={"COLUMNS": "200"})
+    assert "down" in status.output
