@@ -185,15 +185,13 @@ def up(path: str | Path, servers: Servers | None = None) -> LocalState:
     program: Program = load_program(path)
     directory = program_dir(program.name)
     directory.mkdir(parents=True, exist_ok=True)
-    try:
+    if _state_file(program.name).exists():
         state = load_state(program.name)
         if state.tenant != program.spec.tenant:
             raise LocalError(
                 f"program {program.name!r} belongs to tenant {state.tenant!r}; spec.tenant is immutable"
             )
-    except LocalError as exc:
-        if "not set up" not in str(exc):
-            raise
+    else:  # first time here: credentials are made once and kept in the state file
         state = LocalState(
             program=program.name,
             tenant=program.spec.tenant,
