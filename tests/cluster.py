@@ -134,3 +134,16 @@ def gp_crd(kube_api: client.ApiClient) -> dict[str, Any]:
 def programs(kube_api: client.ApiClient, gp_crd: dict[str, Any]) -> client.CustomObjectsApi:
     """CustomObjectsApi, once the GamificationProgram CRD is served."""
     return client.CustomObjectsApi(kube_api)
+
+
+def get_object(
+    dyn: Any, api_version: str, kind: str, name: str, namespace: str | None = None
+) -> dict[str, Any] | None:
+    """One object through the dynamic client, or None when it does not exist."""
+    try:
+        found = dyn.get(dyn.resources.get(api_version=api_version, kind=kind), name=name, namespace=namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return dict(found.to_dict())

@@ -34,7 +34,6 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client, dynamic
-from kubernetes.client.rest import ApiException
 from sqlalchemy import create_engine, text
 
 from gamify.naming import ProgramNames
@@ -43,7 +42,7 @@ from gamify.settings import Servers
 from gamify_operator import crd
 from gamify_operator.builders.pods import COMMAND
 from gamify_operator.kube import CHILD_KINDS
-from tests.cluster import controlplane_lib, run, wait_until
+from tests.cluster import controlplane_lib, get_object, run, wait_until
 from tests.conftest import unique_program_id
 from tests.operator.test_operator import OperatorProcess
 
@@ -384,16 +383,7 @@ def release(
         bucket.delete()
 
 
-def _get(
-    dyn: dynamic.DynamicClient, api_version: str, kind: str, name: str, namespace: str | None = None
-) -> Doc | None:
-    try:
-        found = dyn.get(dyn.resources.get(api_version=api_version, kind=kind), name=name, namespace=namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return dict(found.to_dict())
+_get = get_object  # the shared helper in tests/cluster.py
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,7 @@ from gamify_operator.builders.labels import ANNOTATION_CONFIG_CHECKSUM, LABEL_TE
 from gamify_operator.config import OperatorConfig
 from gamify_operator.kube import CHILD_KINDS, NAMESPACED_CHILD_KINDS
 from gamify_operator.reconcile import stored_api_keys
-from tests.cluster import wait_until
+from tests.cluster import get_object, wait_until
 from tests.conftest import unique_program_id
 
 RUN_LABEL = "gamification.io/test-run"
@@ -312,16 +312,7 @@ def conditions(body: Doc) -> dict[str, Doc]:
     return {c["type"]: c for c in (body.get("status") or {}).get("conditions", [])}
 
 
-def get(
-    dyn: dynamic.DynamicClient, api_version: str, kind: str, name: str, namespace: str | None = None
-) -> Doc | None:
-    try:
-        found = dyn.get(dyn.resources.get(api_version=api_version, kind=kind), name=name, namespace=namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return dict(found.to_dict())
+get = get_object  # the shared helper in tests/cluster.py
 
 
 def events(kube_api: client.ApiClient, name: str) -> list[Doc]:
