@@ -59,6 +59,7 @@ from gamify.schedule import request_gate
 
 STREAM_RETRY_AFTER = 5  # seconds: long enough for a NATS reconnect, short enough for a phone
 BODY_READ_TIMEOUT = 60.0  # a slow phone may take a while to upload 1 MiB; a stalled one may not
+API_KEY_SCHEME = "apiKey"  # the OpenAPI security scheme: `Authorization: Bearer <api key>`
 ROUTES = frozenset({"/v1/events", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 
 _STATUS_CODES = {
@@ -203,7 +204,7 @@ def create_app(
         status_code=202,
         response_model=IngestResult,
         responses=EVENTS_RESPONSES,
-        openapi_extra={"requestBody": EVENTS_REQUEST_BODY},
+        openapi_extra={"requestBody": EVENTS_REQUEST_BODY, "security": [{API_KEY_SCHEME: []}]},
         summary="Send one event or a batch",
         description=(
             "Each event is accepted, a duplicate (its id was already stored), or rejected with a "
@@ -320,6 +321,10 @@ def create_app(
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(batch.pop("$defs", {}))
             components["EventBatch"] = batch
+            # The key is checked by hand too (constant time, several active keys): declare it.
+            schema["components"]["securitySchemes"] = {
+                API_KEY_SCHEME: {"type": "http", "scheme": "bearer", "description": "The program's API key."}
+            }
             app.openapi_schema = schema
         return app.openapi_schema
 
