@@ -1,0 +1,600 @@
+"""The soak test: the real pipeline under a steady load for N minutes, watched for slow leaks.
+
+    .venv/bin/python -m reliability.soak --minutes 10 --json /tmp/soak.json
+    .venv/bin/python -m reliability.soak --minutes 1          # a smoke run
+
+Against the servers of the environment (GAMIFY_NATS_URL, GAMIFY_MYSQL_URL) it provisions one
+program with a unique id, runs one ingest process, one scoring worker and one periodic snapshot
+writer exactly as deployed, and sends a steady open-loop load (bench/load.py: 500 events/s in
+batches of 50 by default). Every ~10 s it samples each process from /proc: resident memory,
+open file descriptors and TCP sockets. After the load it waits for scoring to drain, then
+computes accept->scored latency per interval (ingest's receivedAt to the events row's
+scored_at, as bench/latency_bench.py does) and reconciles every accepted event against the
+events table and the ledger.
+
+Verdicts: per process, memory flat (the last third's median RSS within 10% + 8 MiB of the
+second third's: the first third is warm-up), file descriptors and TCP sockets not growing
+(same comparison, a few handles of slack); no interval's p99 above the bound; every request
+answered 202; every accepted event scored exactly once. Prints a markdown section, writes the
+results as JSON with --json, and exits 1 when a verdict fails (2 when the soak could not run).
+The program's stream, schema, user and files are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import dataclasses
+import itertools
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nats
+import orjson
+from bench.common import (
+    PYTHON,
+    CpuMeter,
+    IngestProcess,
+    Provisioned,
+    load_average,
+    new_tag,
+    percentile,
+    progress,
+    provisioned,
+    run_load,
+    start_process,
+    start_worker,
+    stop_process,
+    tail,
+)
+from bench.latency_bench import _scored_times, _wait_scored  # drain wait; (receivedAt, scored_at)
+from sqlalchemy import create_engine, text
+
+from gamify.logs import configure_logging
+from gamify.settings import Servers
+
+PROCESSES = ("ingest", "scoring", "snapshots")
+SPARK_MARKS = "▁▂▃▄▅▆▇█"
+LOAD_START_TIMEOUT = 120.0  # the load generator builds all its events before it sends
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    minutes: float = 10.0
+    rate: float = 500.0  # events per second, offered on a fixed schedule
+    batch: int = 50  # events per request
+    users: int = 5000
+    sample_seconds: float = 10.0
+    snapshot_interval: float = 30.0  # seconds between the snapshot writer's runs
+    p99_bound_seconds: float = 1.0  # no interval's accept->scored p99 above this
+    memory_ratio: float = 0.10  # last third's median RSS <= second third's * (1 + ratio) + slack
+    memory_slack_mib: float = 8.0
+    handle_slack: int = 4  # fds and TCP sockets: last third's median <= second third's + slack
+    settle_timeout: float = 180.0  # for scoring to drain after the load
+
+    @property
+    def events(self) -> int:
+        return int(self.rate * self.minutes * 60)
+
+
+@dataclass
+class ProcessSample:
+    rss_mib: float
+    fds: int
+    tcp: int  # TCP sockets the process holds (any state: a CLOSE_WAIT leak counts)
+
+
+@dataclass
+class LatencyWindow:
+    """Accept->scored latency of the accepted events ingest received in [start, end) seconds."""
+
+    start: float
+    end: float
+    events: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+
+@dataclass
+class Sample:
+    seconds: float  # since the load started
+    processes: dict[str, ProcessSample | None]  # None: the process was gone
+    latency: LatencyWindow | None = None  # the interval that ends with this sample
+
+
+@dataclass
+class Reconciliation:
+    sent: int = 0  # events the generator offered
+    accepted: int = 0  # events in requests answered 202 (minus duplicates and rejects)
+    scored: int = 0  # accepted events found in the events table
+    lost: int = 0  # accepted but never scored
+    scored_unconfirmed: int = 0  # scored, but the client never saw the 202 (not a loss)
+    double_counted: int = 0  # (event, rule) pairs the ledger holds more than once
+    totals_off: int = 0  # users whose points differ from their ledger's sum
+    snapshots_published: int = 0
+
+
+@dataclass
+class Verdict:
+    subject: str
+    check: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class SoakResults:
+    config: SoakConfig
+    program: str = ""
+    date: str = ""
+    load_before: str = ""
+    load_after: str = ""
+    samples: list[Sample] = field(default_factory=list)
+    minutes: list[LatencyWindow] = field(default_factory=list)
+    reconciliation: Reconciliation = field(default_factory=Reconciliation)
+    load: dict[str, Any] = field(default_factory=dict)  # the load generator's summary
+    cores_busy: dict[str, float] = field(default_factory=dict)  # CPU seconds / wall seconds
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.verdicts) and all(verdict.ok for verdict in self.verdicts)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({**dataclasses.asdict(self), "ok": self.ok}, option=orjson.OPT_INDENT_2)
+
+
+# -- sampling /proc -----------------------------------------------------------------------------
+
+
+def _tcp_inodes(pid: int) -> set[str]:
+    """Inodes of every TCP socket in the process's network namespace (IPv4 and IPv6)."""
+    inodes: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                columns = line.split()
+                if len(columns) > 9:
+                    inodes.add(columns[9])
+    return inodes
+
+
+def sample_process(pid: int) -> ProcessSample | None:
+    """RSS, open fds and TCP sockets of one live process; None when it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        fd_dir = Path(f"/proc/{pid}/fd")
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if fields.get("State", "").split()[:1] == ["Z"]:  # exited, not yet reaped: it holds nothing
+        return None
+    rss_kib = int(fields.get("VmRSS", "0 kB").split()[0])
+    sockets = set()
+    for fd in fds:
+        with contextlib.suppress(OSError):  # closed between listing and reading
+            target = os.readlink(fd_dir / fd)
+            if target.startswith("socket:["):
+                sockets.add(target[len("socket:[") : -1])
+    return ProcessSample(rss_mib=rss_kib / 1024, fds=len(fds), tcp=len(sockets & _tcp_inodes(pid)))
+
+
+# -- latency per interval -------------------------------------------------------------------------
+
+
+def latency_windows(
+    edges: Sequence[float], times: Sequence[tuple[float, float]], origin: float
+) -> list[LatencyWindow]:
+    """Split (received, scored) epoch pairs into windows ending at `edges` (seconds after
+    `origin`, ascending). Events before the first edge go to the first window, after the last
+    to the last."""
+    buckets: list[list[float]] = [[] for _ in edges]
+    for received, scored in times:
+        index = min(bisect.bisect_left(edges, received - origin), len(edges) - 1)
+        buckets[index].append(scored - received)
+    windows = []
+    for index, (end, latencies) in enumerate(zip(edges, buckets, strict=True)):
+        window = LatencyWindow(start=edges[index - 1] if index else 0.0, end=end, events=len(latencies))
+        if latencies:
+            window.p50_ms = percentile(latencies, 50) * 1000
+            window.p99_ms = percentile(latencies, 99) * 1000
+        windows.append(window)
+    return windows
+
+
+def minute_edges(duration: float) -> list[float]:
+    """Whole minutes, then the last partial one: [60, 120, ..., duration]."""
+    edges = [60.0 * minute for minute in range(1, int(duration // 60) + 1)]
+    if not edges or duration - edges[-1] > 1.0:
+        edges.append(duration)
+    return edges
+
+
+# -- verdicts (pure) ------------------------------------------------------------------------------
+
+
+def thirds(values: Sequence[float]) -> tuple[list[float], list[float]]:
+    """The second and the last third of a series (the first third is warm-up)."""
+    count = len(values)
+    return list(values[count // 3 : 2 * count // 3]), list(values[2 * count // 3 :])
+
+
+def not_growing(values: Sequence[float], ratio: float, slack: float) -> tuple[bool, float, float]:
+    """Whether the last third's median stays within `ratio` and `slack` of the second third's;
+    also both medians."""
+    middle, last = thirds(values)
+    if not middle or not last:
+        return False, float("nan"), float("nan")
+    before, after = statistics.median(middle), statistics.median(last)
+    return after <= before * (1 + ratio) + slack, before, after
+
+
+def process_verdicts(config: SoakConfig, samples: Sequence[Sample]) -> list[Verdict]:
+    verdicts = []
+    for name in PROCESSES:
+        seen = [sample.processes.get(name) for sample in samples]
+        if len(seen) < 3 or any(point is None for point in seen):
+            gone = sum(point is None for point in seen)
+            verdicts.append(
+                Verdict(name, "stayed up", False, f"{len(seen)} samples, process gone in {gone} of them")
+            )
+            continue
+        points = [point for point in seen if point is not None]
+        checks: list[tuple[str, Callable[[ProcessSample], float], float, float, str]] = [
+            ("memory flat", lambda p: p.rss_mib, config.memory_ratio, config.memory_slack_mib, " MiB"),
+            ("fds not growing", lambda p: p.fds, 0.0, config.handle_slack, ""),
+            ("TCP sockets not growing", lambda p: p.tcp, 0.0, config.handle_slack, ""),
+        ]
+        for check, value, ratio, slack, unit in checks:
+            ok, before, after = not_growing([value(point) for point in points], ratio, slack)
+            detail = f"median {before:.1f}{unit} (2nd third) -> {after:.1f}{unit} (last third)"
+            verdicts.append(Verdict(name, check, ok, detail))
+    return verdicts
+
+
+def latency_verdict(config: SoakConfig, samples: Sequence[Sample]) -> Verdict:
+    measured = [s.latency for s in samples if s.latency is not None and s.latency.p99_ms is not None]
+    bound_ms = config.p99_bound_seconds * 1000
+    if not measured:
+        return Verdict("pipeline", "p99 stable", False, "no interval had scored events")
+    worst = max(measured, key=lambda window: window.p99_ms or 0.0)
+    over = [window for window in measured if (window.p99_ms or 0.0) > bound_ms]
+    detail = (
+        f"{len(measured)} intervals; worst p99 {worst.p99_ms:,.0f} ms at "
+        f"{worst.start:.0f}-{worst.end:.0f} s; {len(over)} above {bound_ms:,.0f} ms"
+    )
+    return Verdict("pipeline", "p99 stable", not over, detail)
+
+
+def delivery_verdicts(config: SoakConfig, load: dict[str, Any], counts: Reconciliation) -> list[Verdict]:
+    statuses = load.get("statuses", {})
+    requests = int(load.get("requests", 0))
+    answered = statuses.get("202", 0) == requests and requests > 0
+    return [
+        Verdict(
+            "pipeline",
+            "every request answered 202",
+            answered and counts.accepted == counts.sent,
+            f"{requests:,} requests, statuses {statuses}; {counts.accepted:,} of {counts.sent:,} "
+            "events accepted",
+        ),
+        Verdict(
+            "pipeline",
+            "accepted events scored exactly once",
+            counts.lost == 0 and counts.double_counted == 0 and counts.totals_off == 0 and counts.scored > 0,
+            f"{counts.scored:,} of {counts.accepted:,} scored, {counts.lost} lost, "
+            f"{counts.double_counted} double-counted, {counts.totals_off} users' totals off their ledger",
+        ),
+    ]
+
+
+def judge(results: SoakResults) -> list[Verdict]:
+    config = results.config
+    return [
+        *process_verdicts(config, results.samples),
+        latency_verdict(config, results.samples),
+        *delivery_verdicts(config, results.load, results.reconciliation),
+    ]
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+async def _wait_for_load(target: Provisioned, load: asyncio.Future[Any]) -> float:
+    """The epoch time the first events reached the stream (the generator prepares first)."""
+    connection = await nats.connect(target.servers.nats_url, connect_timeout=3)
+    try:
+        js = connection.jetstream()
+        deadline = time.monotonic() + LOAD_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if (await js.stream_info(target.names.stream)).state.messages > 0:
+                return time.time()
+            if load.done():
+                load.result()  # raises the generator's failure
+                raise RuntimeError("the load generator finished before any event reached the stream")
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"no event reached the stream within {LOAD_START_TIMEOUT:.0f}s")
+    finally:
+        await connection.close()
+
+
+def _accepted_indexes(record: Path) -> set[int]:
+    """Indexes of the events in requests answered 202 (the generator's own record)."""
+    accepted: set[int] = set()
+    for first, size, _sent, _answered, status in orjson.loads(record.read_bytes()):
+        if status == 202:
+            accepted.update(range(first, first + size))
+    return accepted
+
+
+def _ledger_checks(database_url: str) -> tuple[int, int, int]:
+    """(event, rule) pairs awarded more than once; users whose points are not their ledger's
+    awards; snapshot runs recorded."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            doubled = connection.execute(
+                text(
+                    "SELECT COUNT(*) FROM (SELECT event_id, rule_id FROM ledger WHERE kind = 'award' "
+                    "GROUP BY event_id, rule_id HAVING COUNT(*) > 1) AS doubled"
+                )
+            ).scalar_one()
+            totals_off = connection.execute(
+                text(
+                    "SELECT COUNT(*) FROM users u LEFT JOIN (SELECT user_id, SUM(points) AS earned "
+                    "FROM ledger WHERE kind = 'award' GROUP BY user_id) l ON l.user_id = u.user_id "
+                    "WHERE u.points <> COALESCE(l.earned, 0)"
+                )
+            ).scalar_one()
+            snapshots = connection.execute(text("SELECT COUNT(*) FROM snapshot_runs")).scalar_one()
+    finally:
+        engine.dispose()
+    return int(doubled), int(totals_off), int(snapshots)
+
+
+def _start_snapshots(target: Provisioned, interval: float, log_path: Path) -> subprocess.Popen[bytes]:
+    """The snapshot writer in periodic mode, as `gamify local up` runs it."""
+    env = {**target.service_env(), "GAMIFY_SNAPSHOT_INTERVAL": str(interval)}
+    return start_process([PYTHON, "-m", "gamify.snapshots"], env, log_path)
+
+
+def _progress_line(sample: Sample) -> str:
+    parts = []
+    for name in PROCESSES:
+        point = sample.processes.get(name)
+        parts.append(
+            f"{name} gone"
+            if point is None
+            else f"{name} {point.rss_mib:.0f} MiB/{point.fds} fd/{point.tcp} tcp"
+        )
+    return f"t={sample.seconds:4.0f}s " + ", ".join(parts)
+
+
+async def run(config: SoakConfig, servers: Servers, workdir: Path) -> SoakResults:
+    """Provision, run the processes under load for `config.minutes`, sample, reconcile, judge;
+    everything provisioned is deleted afterwards. Service logs stay in `workdir`."""
+    results = SoakResults(
+        config, date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), load_before=load_average()
+    )
+    async with provisioned("soak", servers, workdir) as target:
+        results.program = target.program.name
+        name = target.program.name
+        ingest = IngestProcess.start(target, workdir / f"{name}-ingest.log")
+        logs = {"ingest": ingest.log_path, "scoring": workdir / f"{name}-scoring.log"}
+        logs["snapshots"] = workdir / f"{name}-snapshots.log"
+        worker = start_worker(target, logs["scoring"])
+        snapshots = _start_snapshots(target, config.snapshot_interval, logs["snapshots"])
+        pids = {"ingest": ingest.proc.pid, "scoring": worker.pid, "snapshots": snapshots.pid}
+        tag, record = new_tag(), workdir / "soak-requests.json"
+        args = ["open", "--url", ingest.url, "--tag", tag, "--events", str(config.events)]
+        args += ["--rate", str(config.rate), "--batch", str(config.batch), "--users", str(config.users)]
+        args += ["--record", str(record)]
+        try:
+            progress("soak", f"{name}: {config.events:,} events at {config.rate:,.0f}/s, sampling")
+            load = asyncio.ensure_future(
+                asyncio.to_thread(run_load, args, target.api_key, config.minutes * 60 + 300)
+            )
+            origin = await _wait_for_load(target, load)
+            meter = CpuMeter(pids).start()
+            for tick in itertools.count():
+                due = origin + tick * config.sample_seconds
+                await asyncio.wait({load}, timeout=max(0.0, due - time.time()))
+                now = time.time()
+                sample = Sample(now - origin, {p: sample_process(pid) for p, pid in pids.items()})
+                results.samples.append(sample)
+                if tick % 6 == 0 or load.done():  # about once a minute, and the last one
+                    progress("soak", _progress_line(sample))
+                if load.done():
+                    break
+            results.cores_busy = {p: s / (time.time() - origin) for p, s in meter.stop().items()}
+            results.load = load.result()
+            progress("soak", f"load done: {results.load['accepted']:,} accepted; waiting for scoring")
+            await _wait_scored(target, config.settle_timeout)
+        finally:
+            stop_process(snapshots)
+            stop_process(worker)
+            ingest.stop()
+        for process, path in logs.items():
+            if results.samples[-1].processes.get(process) is None:
+                progress("soak", f"{process} exited during the soak; its log ends:\n{tail(path)}")
+        scored = await asyncio.to_thread(_scored_times, target.result.database_url, tag)
+        accepted = _accepted_indexes(record)
+        counts = results.reconciliation
+        counts.sent = config.events
+        counts.accepted = int(results.load.get("accepted", 0))  # ingest's own count, from the 202s
+        counts.scored = len(accepted & scored.keys())
+        counts.lost = len(accepted - scored.keys())
+        counts.scored_unconfirmed = len(scored.keys() - accepted)
+        doubled, totals_off, runs = await asyncio.to_thread(_ledger_checks, target.result.database_url)
+        counts.double_counted, counts.totals_off, counts.snapshots_published = doubled, totals_off, runs
+        times = [scored[index] for index in accepted if index in scored]
+        edges = [sample.seconds for sample in results.samples[1:]] or [results.samples[-1].seconds]
+        for sample, window in zip(results.samples[1:], latency_windows(edges, times, origin), strict=False):
+            sample.latency = window
+        results.minutes = latency_windows(minute_edges(results.samples[-1].seconds), times, origin)
+    results.load_after = load_average()
+    results.verdicts = judge(results)
+    return results
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+def sparkline(values: Sequence[float]) -> str:
+    """One mark per value, scaled between the series' min and max (flat when they are equal)."""
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    span = high - low
+    if span <= 0:
+        return SPARK_MARKS[0] * len(values)
+    top = len(SPARK_MARKS) - 1
+    return "".join(SPARK_MARKS[round((value - low) / span * top)] for value in values)
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _cell(point: ProcessSample | None) -> str:
+    return "gone" if point is None else f"{point.rss_mib:.1f} · {point.fds} · {point.tcp}"
+
+
+def render(results: SoakResults) -> str:
+    """A markdown section: settings, samples per minute, RSS sparklines, verdicts."""
+    config, counts, load = results.config, results.reconciliation, results.load
+    lines = [
+        f"## Soak: {config.minutes:g} minute{'' if config.minutes == 1 else 's'} at "
+        f"{config.rate:,.0f} events/s",
+        "",
+        f"{results.date}, program `{results.program}` (deleted afterwards). One ingest process, one "
+        f"scoring worker and one snapshot writer (every {config.snapshot_interval:g} s), started as "
+        "deployed, against the shared NATS JetStream and MariaDB. Load: bench/load.py open loop, "
+        f"batches of {config.batch} every {config.batch / config.rate * 1000:,.0f} ms, "
+        f"{config.users:,} users; sampled every {config.sample_seconds:g} s from /proc. "
+        f"Load average before {results.load_before}, after {results.load_after}.",
+        "",
+        f"Offered {load.get('offered_per_second', 0.0):,.0f} events/s for "
+        f"{load.get('offered_seconds', 0.0):,.0f} s (sender late {load.get('late_sends', 0)} times); "
+        f"request p50 {_ms(load.get('request_p50_ms'))} ms, p99 {_ms(load.get('request_p99_ms'))} ms. "
+        "CPU (cores busy): "
+        + ", ".join(f"{name} {busy:.2f}" for name, busy in results.cores_busy.items())
+        + ".",
+        "",
+        "Per minute: each process's RSS (MiB) · open fds · TCP sockets at the minute's last "
+        "sample; accept->scored latency (ingest's receivedAt to the events row's scored_at) of the "
+        "events received in that minute.",
+        "",
+        "| time | " + " | ".join(PROCESSES) + " | events | p50 ms | p99 ms |",
+        "|---|" + "---|" * len(PROCESSES) + "---:|---:|---:|",
+    ]
+    for window in results.minutes:
+        at = [sample for sample in results.samples if sample.seconds <= window.end + 0.5]
+        last = at[-1] if at else None
+        cells = [_cell(last.processes.get(name)) if last else "-" for name in PROCESSES]
+        lines.append(
+            f"| {_clock(window.end)} | " + " | ".join(cells) + f" | {window.events:,} | "
+            f"{_ms(window.p50_ms)} | {_ms(window.p99_ms)} |"
+        )
+    lines += ["", "RSS per sample (scaled from min to max):", "", "```"]
+    for name in PROCESSES:
+        rss = [point.rss_mib for s in results.samples if (point := s.processes.get(name)) is not None]
+        if rss:
+            lines.append(f"{name:<10} {sparkline(rss)}  {min(rss):.1f} to {max(rss):.1f} MiB")
+    p99s = [s.latency.p99_ms for s in results.samples if s.latency and s.latency.p99_ms is not None]
+    if p99s:
+        lines.append(f"{'p99':<10} {sparkline(p99s)}  {min(p99s):,.0f} to {max(p99s):,.0f} ms")
+    lines += [
+        "```",
+        "",
+        f"Events: {counts.sent:,} sent, {counts.accepted:,} accepted, {counts.scored:,} scored, "
+        f"**{counts.lost} lost**, **{counts.double_counted} double-counted**, "
+        f"{counts.scored_unconfirmed} scored without a 202 seen by the client; "
+        f"{counts.snapshots_published} snapshots published.",
+        "",
+        "| process | check | verdict | detail |",
+        "|---|---|---|---|",
+    ]
+    for verdict in results.verdicts:
+        mark = "pass" if verdict.ok else "**FAIL**"
+        lines.append(f"| {verdict.subject} | {verdict.check} | {mark} | {verdict.detail} |")
+    lines += [
+        "",
+        f"Overall: **{'pass' if results.ok else 'FAIL'}**. Rules: memory flat = the last third's median "
+        f"RSS <= the second third's x {1 + config.memory_ratio:g} + {config.memory_slack_mib:g} MiB (the "
+        f"first third is warm-up); fds and TCP sockets: last third's median <= second third's + "
+        f"{config.handle_slack}; p99 stable = no {config.sample_seconds:g}-s interval above "
+        f"{config.p99_bound_seconds * 1000:,.0f} ms.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m reliability.soak",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    defaults = SoakConfig()
+    parser.add_argument("--minutes", type=float, default=defaults.minutes)
+    parser.add_argument("--rate", type=float, default=defaults.rate, help="events per second")
+    parser.add_argument("--batch", type=int, default=defaults.batch, help="events per request")
+    parser.add_argument("--users", type=int, default=defaults.users)
+    parser.add_argument("--sample-seconds", type=float, default=defaults.sample_seconds)
+    parser.add_argument("--snapshot-interval", type=float, default=defaults.snapshot_interval)
+    parser.add_argument("--p99-bound", type=float, default=defaults.p99_bound_seconds, help="seconds")
+    parser.add_argument("--json", type=Path, help="write the results as JSON to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (service logs)")
+    args = parser.parse_args(argv)
+    config = SoakConfig(
+        minutes=args.minutes,
+        rate=args.rate,
+        batch=args.batch,
+        users=args.users,
+        sample_seconds=args.sample_seconds,
+        snapshot_interval=args.snapshot_interval,
+        p99_bound_seconds=args.p99_bound,
+    )
+    configure_logging("WARNING", service="soak")  # progress lines only, not provisioning chatter
+    workdir = Path(tempfile.mkdtemp(prefix="gamify-soak-"))
+    try:
+        results = asyncio.run(run(config, Servers.from_env(), workdir))
+    except Exception as exc:
+        traceback.print_exc()
+        progress("soak", f"could not run: {type(exc).__name__}: {exc}; service logs in {workdir}")
+        return 2
+    print(render(results))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_bytes(results.to_json())
+    if args.keep or not results.ok:
+        progress("soak", f"service logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if results.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
