@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 import nats
+import orjson
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -328,6 +329,35 @@ async def test_hand_computed_scenario_and_database_dedupe(nats_url: str, mysql_a
         ]
         # The engine alone, over the same events in stream order, agrees.
         assert pure_totals(target.program, events) == {"alice": (155, 40), "bob": (50, 0)}
+
+
+# Quotes, backslashes, percent signs and format marks, a NUL, non-ASCII: the scorer renders
+# values as SQL literals itself (store._literal_renderer), so they must come back unchanged.
+TRICKY_TEXT = "it's 50% \\ \\' \"q\" %s %% %(x)s \x00 \u2019 \U0001f600 ; DROP TABLE users; --"
+
+
+async def test_text_values_are_stored_exactly(nats_url: str, mysql_admin_url: str) -> None:
+    async with provisioned(SCENARIO_SPEC, nats_url, mysql_admin_url) as target:
+        events = [
+            stream_event("t1", "activity.steps", "o.brien-1", "2027-01-05T02:00:00Z", steps=3500,
+                         note=TRICKY_TEXT, nested={TRICKY_TEXT: [TRICKY_TEXT]}),
+            stream_event("t2", "reward.redeem", "o.brien-1", "2027-01-06T12:00:00Z", reward=TRICKY_TEXT),
+        ]  # fmt: skip
+        await publish(target, events)
+        async with running_workers(target) as workers:
+            await wait_drained(target)
+        assert workers[0].totals.scored == 2
+        url = target.database_url
+        (properties,) = query(url, "SELECT properties FROM events WHERE event_id = 't1'")[0]
+        assert orjson.loads(properties) == {
+            "steps": 3500,
+            "note": TRICKY_TEXT,
+            "nested": {TRICKY_TEXT: [TRICKY_TEXT]},
+        }
+        assert query(url, "SELECT user_id, reward_id, status FROM redemptions") == [
+            ("o.brien-1", TRICKY_TEXT, "rejected")
+        ]
+        assert query(url, "SELECT user_id, points FROM users") == [("o.brien-1", 30)]
 
 
 def inject_ledger_fault(admin_url: str, schema: str, event_id: str) -> None:

@@ -158,6 +158,7 @@ def create_app(
     key_hashes: Iterable[str],
     *,
     publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
+    body_timeout: float = BODY_READ_TIMEOUT,
     clock: Callable[[], datetime] | None = None,
     registry: CollectorRegistry | None = None,
 ) -> FastAPI:
@@ -231,7 +232,7 @@ def create_app(
         if gate is not None:
             raise ApiError(gate.status, gate.reason.value, gate.message, details=gate.body())
 
-        items = await _read_events(request)
+        items = await _read_events(request, body_timeout)
         metrics.batch_size.observe(len(items))
 
         sorted_events = triage(spec, items, now)
@@ -332,16 +333,20 @@ def create_app(
     return app
 
 
-async def _read_events(request: Request) -> list[Any]:
+async def _read_events(request: Request, body_timeout: float) -> list[Any]:
     """Content checks, the size-limited (and maybe gunzipped) body, JSON, single-or-batch."""
     check_content_type(request.headers.get("content-type"))
     gzipped = check_content_encoding(request.headers.get("content-encoding"))
     try:
-        async with asyncio.timeout(BODY_READ_TIMEOUT):
+        async with asyncio.timeout(body_timeout):
             raw = await read_limited(request.stream(), request.headers.get("content-length"))
     except TimeoutError:
+        # Close the connection: otherwise the server keeps reading what the client still trickles.
         raise ApiError(
-            408, "request_timeout", f"the body did not arrive within {BODY_READ_TIMEOUT:g}s"
+            408,
+            "request_timeout",
+            f"the body did not arrive within {body_timeout:g}s",
+            headers={"Connection": "close"},
         ) from None
     except ClientDisconnect:
         raise ApiError(400, "client_disconnected", "the client went away before sending the body") from None

@@ -16,15 +16,17 @@ from __future__ import annotations
 import random
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import orjson
+from pymysql.constants import SERVER_STATUS
+from pymysql.converters import escape_string
 from sqlalchemy import create_engine
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from gamify.db import tables as t
@@ -277,9 +279,42 @@ def _marks(count: int, width: int = 1) -> str:
 
 
 def _query(connection: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """Rows of a driver-level query: on this path, SQLAlchemy's per-statement compilation of
-    long IN lists cost more than the queries' own work in Python."""
-    return [tuple(row) for row in connection.exec_driver_sql(sql, tuple(params))]
+    """Rows of a driver-level query whose `%s` marks are filled with `params` as SQL literals."""
+    literal = _literal_renderer(connection)
+    return [tuple(row) for row in _execute(connection, sql % tuple(map(literal, params)))]
+
+
+def _execute(connection: Connection, sql: str) -> CursorResult[Any]:
+    """Run a statement whose values are already SQL literals: `no_parameters` makes the driver
+    send it as it is (a `%` inside a value is data, not a format mark)."""
+    return connection.exec_driver_sql(sql, execution_options={"no_parameters": True})
+
+
+def _literal_renderer(connection: Connection) -> Callable[[Any], str]:
+    """A function that renders one parameter as an SQL literal, for this connection.
+
+    On this path, rendering dozens of parameters per event through the driver's generic
+    `escape` (four calls and an encoder lookup per value) and SQLAlchemy's per-statement
+    compilation cost more than the scoring itself. Strings still go through PyMySQL's own
+    escaping (or quote doubling when the server runs with NO_BACKSLASH_ESCAPES); the few
+    types written here are rendered directly and anything else falls back to the driver.
+    """
+    dbapi_connection = cast(Any, connection.connection.dbapi_connection)
+    backslashes = not dbapi_connection.server_status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES
+
+    def literal(value: Any) -> str:
+        kind = type(value)
+        if kind is str:
+            return "'" + (escape_string(value) if backslashes else value.replace("'", "''")) + "'"
+        if kind is int:
+            return str(value)
+        if value is None:
+            return "NULL"
+        if kind is Decimal:
+            return format(value, "f")
+        return str(dbapi_connection.escape(value))
+
+    return literal
 
 
 def _scorable(event: StreamEvent) -> ScorableEvent:
@@ -442,7 +477,8 @@ def _insert(
 
     `values` is the SQL of one row (default: one `%s` per column); constants written into it
     are not sent per row. Built here rather than left to the driver's executemany, which falls
-    back to one statement per row when `ON DUPLICATE KEY UPDATE` uses VALUES().
+    back to one statement per row when `ON DUPLICATE KEY UPDATE` uses VALUES(); the statement
+    is sent without parameters, so the driver does not format it again.
     """
     batch = list(rows)
     if not batch:
@@ -450,10 +486,11 @@ def _insert(
     row_sql = values or "(" + ", ".join(["%s"] * len(columns)) + ")"
     tail = f" ON DUPLICATE KEY UPDATE {on_duplicate}" if on_duplicate else ""
     head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    literal = _literal_renderer(connection)
     for start in range(0, len(batch), ROWS_PER_STATEMENT):
         chunk = batch[start : start + ROWS_PER_STATEMENT]
-        sql = head + ", ".join([row_sql] * len(chunk)) + tail
-        connection.exec_driver_sql(sql, tuple(value for row in chunk for value in row))
+        rendered = ", ".join([row_sql % tuple(map(literal, row)) for row in chunk])
+        _execute(connection, head + rendered + tail)
 
 
 def _write(connection: Connection, states: dict[str, UserState], writes: _Writes) -> None:
