@@ -9,7 +9,8 @@ Each line has `ts`, `level`, `logger`, `msg`, `service`, and every field passed 
     log.info("event accepted", event_id="e-1", seq=42)
 
 Secrets never reach the output: fields with secret-sounding names are replaced, and bearer
-tokens or API keys inside messages are masked (a safety net: code must not log them at all).
+tokens, API keys and URL passwords (`nats://user:password@host`) inside messages and fields
+are masked (a safety net: code must not log them at all).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import orjson
 REDACTED = "[redacted]"
 _SECRET_FIELD = re.compile(r"(authorization|password|passwd|secret|token|api_?key|credential)", re.I)
 _SECRET_TEXT = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+|gk_[A-Za-z0-9_-]{16,}")
+# The password of a URL's userinfo (`nats://user:password@host`, `mysql+pymysql://u:p@h/db`).
+_URL_PASSWORD = re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^\s:/@\"']*:)[^\s@/\"']+(@)")
 # Attributes every LogRecord has; anything else on a record came from `extra`.
 _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 # uvicorn adds an ANSI-coloured copy of its message: noise in JSON.
@@ -35,6 +38,7 @@ _HANDLER_NAME = "gamify-json"
 
 
 def _mask_text(text: str) -> str:
+    text = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + m.group(2), text)
     return _SECRET_TEXT.sub(lambda m: (m.group(1) or "") + REDACTED, text)
 
 
