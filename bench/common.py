@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -367,10 +367,18 @@ class Provisioned:
 
 
 @contextlib.asynccontextmanager
-async def provisioned(kind: str, servers: Servers, workdir: Path) -> AsyncIterator[Provisioned]:
-    """A freshly provisioned bench program; its stream, schema, user and files are deleted after."""
+async def provisioned(
+    kind: str,
+    servers: Servers,
+    workdir: Path,
+    make_program: Callable[[str], Program] | None = None,
+) -> AsyncIterator[Provisioned]:
+    """A freshly provisioned bench program; its stream, schema, user and files are deleted after.
+
+    `make_program(bucket_url)` builds another program instead (the reliability suite's race
+    needs rewards); its id must be unique, as bench_program's is."""
     bucket_dir = Path(tempfile.mkdtemp(prefix="bucket-", dir=workdir))
-    program = bench_program(kind, bucket_dir.as_uri())
+    program = (make_program or (lambda url: bench_program(kind, url)))(bucket_dir.as_uri())
     program_file = workdir / f"{program.name}.yaml"
     program_file.write_text(dump_program(program))
     result = await provision(program, servers, generate_password())
@@ -446,8 +454,11 @@ class IngestProcess:
     log_path: Path
 
     @classmethod
-    def start(cls, target: Provisioned, log_path: Path, log_level: str = "INFO") -> IngestProcess:
-        port = free_port()
+    def start(
+        cls, target: Provisioned, log_path: Path, log_level: str = "INFO", port: int | None = None
+    ) -> IngestProcess:
+        """`port`: listen there (a restart keeps its clients' URL); default a free one."""
+        port = port or free_port()
         env = {**target.service_env(port), "GAMIFY_LOG_LEVEL": log_level}
         proc = start_process([PYTHON, "-m", "gamify.ingest"], env, log_path)
         url = f"http://127.0.0.1:{port}"

@@ -54,6 +54,7 @@ from gamify.ingest.ratelimit import RateLimiter, retry_after_seconds
 from gamify.ingest.triage import triage
 from gamify.logs import FieldLogger, get_logger
 from gamify.naming import ProgramNames
+from gamify.nats_login import NatsLogin
 from gamify.program import Program
 from gamify.schedule import request_gate
 
@@ -161,6 +162,7 @@ def create_app(
     body_timeout: float = BODY_READ_TIMEOUT,
     clock: Callable[[], datetime] | None = None,
     registry: CollectorRegistry | None = None,
+    nats_login: NatsLogin | None = None,
 ) -> FastAPI:
     """The ingest app of `program`; connects to NATS in the background when it starts."""
     spec = program.spec
@@ -173,6 +175,7 @@ def create_app(
         names,
         publish_timeout=publish_timeout,
         log=get_logger("gamify.ingest.publisher", program=program.name, tenant=spec.tenant),
+        login=nats_login,
     )
     metrics = IngestMetrics(registry)
     now_utc = clock or (lambda: datetime.now(UTC))

@@ -39,6 +39,7 @@ from sqlalchemy.engine import Engine
 from gamify.events import StreamEvent
 from gamify.logs import get_logger
 from gamify.naming import ProgramNames
+from gamify.nats_login import SCORING, NatsLogin
 from gamify.program import EVENT_TYPE, Program, describe_errors
 from gamify.rules.engine import RulesEngine
 from gamify.scoring.store import (
@@ -160,6 +161,7 @@ class ScoringWorker:
         max_deliver: int | None = None,
         retry_delay: float | None = None,
         engine: Engine | None = None,
+        login: NatsLogin | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -167,6 +169,8 @@ class ScoringWorker:
         self.names = ProgramNames(program.name)
         self.rules = RulesEngine(program.spec)
         self.nats_url = nats_url
+        # The program's scoring user (none on a server without users); replies to its own inbox.
+        self.login = login or NatsLogin.for_workload(self.names, SCORING)
         self.batch_size = batch_size
         self.max_deliver = max_deliver or _env_int("GAMIFY_MAX_DELIVER", DEFAULT_MAX_DELIVER)
         self.retry_delay = (
@@ -198,6 +202,7 @@ class ScoringWorker:
                 name=f"gamify-scoring-{self.program.name}",
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1,
+                **self.login.connect_options(),
             )
             self._js = self._nc.jetstream()
             try:
@@ -510,10 +515,17 @@ async def run_worker(
     *,
     max_deliver: int | None = None,
     retry_delay: float | None = None,
+    login: NatsLogin | None = None,
 ) -> WorkerTotals:
     """Run one scoring worker until `stop` is set (forever without it); returns its totals."""
     worker = ScoringWorker(
-        program, nats_url, database_url, batch_size, max_deliver=max_deliver, retry_delay=retry_delay
+        program,
+        nats_url,
+        database_url,
+        batch_size,
+        max_deliver=max_deliver,
+        retry_delay=retry_delay,
+        login=login,
     )
     await worker.run(stop)
     return worker.totals
