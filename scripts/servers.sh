@@ -15,7 +15,11 @@
 #   GAMIFY_NATS_PORT [4222], GAMIFY_NATS_MONITOR_PORT [8222], GAMIFY_MYSQL_PORT [3306],
 #   GAMIFY_GCS_PORT [4443], GAMIFY_SERVERS_TIMEOUT [60 seconds to wait for a port],
 #   GAMIFY_VENV [<repo>/.venv]: where nats-server and the emulator binary are installed (pip).
-#   GAMIFY_NATS_CONFIG [scripts/nats-server.conf if it exists]: extra nats-server config file.
+#   GAMIFY_NATS_CONFIG [scripts/nats-server.conf]: nats-server config file, copied into
+#     $GAMIFY_HOME/servers/nats/ beside users.conf, the users it includes: an admin (password in
+#     admin.password there, made once) and each provisioned program's own users. Clients of this
+#     checkout find the admin password there (GAMIFY_NATS_AUTH_DIR overrides the folder).
+#   GAMIFY_NATS_AUTH [on]: `off` starts NATS without the config file: no users, anyone connects.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,6 +34,7 @@ MYSQL_PORT=${GAMIFY_MYSQL_PORT:-3306}
 GCS_PORT=${GAMIFY_GCS_PORT:-4443}
 START_TIMEOUT=${GAMIFY_SERVERS_TIMEOUT:-60}
 NATS_CONFIG=${GAMIFY_NATS_CONFIG:-$ROOT/scripts/nats-server.conf}
+NATS_AUTH=${GAMIFY_NATS_AUTH:-on}
 # mariadbd and mariadb-install-db live in /usr/sbin, which a non-login PATH may lack.
 export PATH=$PATH:/usr/sbin:/sbin
 
@@ -149,13 +154,29 @@ nats_binary() {
     fi
 }
 
+# The admin password (made once, never replaced) and users.conf, the users the config includes.
+init_nats_users() {
+    local dir=$1
+    [[ -x $VENV/bin/python ]] || die "no Python venv at $VENV: run \`make venv\`"
+    # shellcheck disable=SC2016 # the Python snippet is not shell
+    "$VENV/bin/python" -c 'import sys; from gamify.provisioning.nats_auth import main; sys.exit(main(sys.argv[1:]))' \
+        init "$dir" >/dev/null ||
+        die "could not write the NATS users into $dir"
+}
+
 start_nats() {
     local dir bin
     dir=$(dir_of nats)
     bin=$(nats_binary)
     local args=(-js -a "$HOST" -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" -sd "$dir")
-    # Command-line flags win over the file, so the file only adds (e.g. per-program users).
-    [[ -f $NATS_CONFIG ]] && args=(-c "$NATS_CONFIG" "${args[@]}")
+    # Command-line flags win over the file, so the file only adds (the users).
+    if [[ $NATS_AUTH != off && -f $NATS_CONFIG ]]; then
+        # Its `include ./users.conf` is relative to the file: keep a copy beside the users.
+        cp "$NATS_CONFIG" "$dir/nats-server.conf"
+        init_nats_users "$dir"
+        args=(-c "$dir/nats-server.conf" "${args[@]}")
+        say "nats: clients sign in (admin password in $dir/admin.password)"
+    fi
     spawn "$(pidfile_of nats)" "$(log_of nats)" "$bin" "${args[@]}"
 }
 

@@ -26,7 +26,7 @@ from sqlalchemy import create_engine, text
 
 from gamify import local
 from gamify.program import REDEEM_EVENT, ConditionOp, Program, ProgramSpec, parse_program
-from gamify.settings import Servers, home
+from gamify.settings import Servers, home, without_login
 
 EXAMPLES = Path("examples")
 SOURCES = [("mobile", 0.6), ("web", 0.25), ("chatbot", 0.15)]
@@ -226,7 +226,7 @@ def run_demo(console: Console, employees: int = 300, days: int = 6) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     console.rule("[bold]gamify demo")
     console.print(
-        f"servers: NATS {servers.nats_url} · MySQL {servers.mysql_admin_url.split('@')[-1]} · "
+        f"servers: NATS {without_login(servers.nats_url)} · MySQL {servers.mysql_admin_url.split('@')[-1]} · "
         f"bucket {servers.bucket}\nexample dates are re-based so each program started {days} "
         "days ago (launch boosts in force)."
     )

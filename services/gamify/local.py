@@ -24,9 +24,11 @@ import httpx
 
 from gamify.credentials import generate_api_key, generate_password, hash_api_key
 from gamify.naming import ProgramNames
+from gamify.nats_login import INGEST, SCORING
 from gamify.program import Program, dump_program, load_program
 from gamify.provisioning import provision
-from gamify.settings import Servers, home
+from gamify.provisioning.nats_auth import ProgramNatsCredentials
+from gamify.settings import Servers, home, without_login
 
 # The three long-running processes of a program, by the module that runs each.
 PROCESSES = {
@@ -53,6 +55,17 @@ class LocalState:
     bucket: str = ""
     port: int = 0
     pids: dict[str, int] = field(default_factory=dict)
+    # The program's NATS users (ingest, scoring); empty in state files older than them.
+    nats_ingest_password: str = ""
+    nats_scoring_password: str = ""
+
+    def nats_credentials(self) -> ProgramNatsCredentials:
+        """The program's NATS passwords, made once (the first time they are asked for)."""
+        if not (self.nats_ingest_password and self.nats_scoring_password):
+            made = ProgramNatsCredentials.generate(self.program)
+            self.nats_ingest_password = made.ingest_password
+            self.nats_scoring_password = made.scoring_password
+        return ProgramNatsCredentials(self.program, self.nats_ingest_password, self.nats_scoring_password)
 
     @property
     def ingest_url(self) -> str:
@@ -117,13 +130,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def process_env(state: LocalState, servers: Servers) -> dict[str, str]:
-    """The environment the operator would give each container, for local processes."""
+def process_env(state: LocalState, servers: Servers, process: str | None = None) -> dict[str, str]:
+    """The environment the operator would give each container, for local processes.
+
+    The NATS URL carries no credentials: `ingest` and `scoring` sign in as the program's own
+    users for that workload; other processes get none.
+    """
     directory = program_dir(state.program)
+    nats_login = state.nats_credentials().login(process).environment() if process in (INGEST, SCORING) else {}
     return {
         **os.environ,
+        **nats_login,
         "GAMIFY_PROGRAM_FILE": str(directory / "program.yaml"),
-        "GAMIFY_NATS_URL": servers.nats_url,
+        "GAMIFY_NATS_URL": without_login(servers.nats_url),
         "GAMIFY_DATABASE_URL": state.database_url,
         "GAMIFY_BUCKET": state.bucket,
         "GAMIFY_API_KEY_HASHES": hash_api_key(state.api_key),
@@ -199,7 +218,9 @@ def up(path: str | Path, servers: Servers | None = None) -> LocalState:
             db_password=generate_password(),
         )
     (directory / "program.yaml").write_text(dump_program(program))
-    result = asyncio.run(provision(program, servers, state.db_password))
+    result = asyncio.run(
+        provision(program, servers, state.db_password, nats_credentials=state.nats_credentials())
+    )
     state.database_url = result.database_url
     state.snapshot_url = result.snapshot_url
     state.bucket = program.spec.snapshots.bucket or servers.bucket
@@ -208,8 +229,10 @@ def up(path: str | Path, servers: Servers | None = None) -> LocalState:
         return state
     stop_processes(state)
     state.port = _free_port()
-    env = process_env(state, servers)
-    state.pids = {name: _start(name, module, env, directory) for name, module in PROCESSES.items()}
+    state.pids = {
+        name: _start(name, module, process_env(state, servers, name), directory)
+        for name, module in PROCESSES.items()
+    }
     save_state(state)
     try:
         _wait_ready(state)

@@ -56,6 +56,19 @@ class ProgramNames:
     def nats_user(self) -> str:
         return self.schema
 
+    def nats_workload_user(self, workload: str) -> str:
+        """The NATS user of one workload (`ingest`, `scoring`): `gamify.<program>.<workload>`.
+
+        Dots cannot occur in a program id, so no two programs' users can collide.
+        """
+        return f"gamify.{self.program}.{workload}"
+
+    def nats_inbox_prefix(self, workload: str) -> str:
+        """Where one workload receives replies (PubAcks, fetched messages): its own subjects,
+        so a user allowed to subscribe there sees no other program's replies. The token
+        `gamify` can never be a client's default inbox id (22-character NUIDs)."""
+        return f"_INBOX.gamify.{self.program}.{workload}"
+
     @property
     def bucket_prefix(self) -> str:
         return f"{self.program}/"

@@ -2,6 +2,8 @@
 
 GAMIFY_PROGRAM_FILE     the program YAML (required)
 GAMIFY_NATS_URL         default nats://127.0.0.1:4222
+GAMIFY_NATS_USER        the program's ingest NATS user (unset: anonymous, for servers without users)
+GAMIFY_NATS_PASSWORD    its password
 GAMIFY_API_KEY_HASHES   comma-separated sha256 hex of the active API keys
 GAMIFY_INGEST_HOST      default 0.0.0.0
 GAMIFY_INGEST_PORT      default 8080
@@ -24,6 +26,8 @@ from gamify.credentials import parse_key_hashes
 from gamify.ingest.app import BODY_READ_TIMEOUT, create_app
 from gamify.ingest.server import HEADERS_TIMEOUT, deadline_protocol
 from gamify.logs import configure_logging, get_logger
+from gamify.naming import ProgramNames
+from gamify.nats_login import INGEST, NatsLogin
 from gamify.program import ProgramError, load_program
 from gamify.settings import DEFAULT_NATS_URL
 
@@ -46,6 +50,7 @@ def main() -> None:
             nats_url=os.environ.get("GAMIFY_NATS_URL", DEFAULT_NATS_URL),
             key_hashes=parse_key_hashes(os.environ.get("GAMIFY_API_KEY_HASHES", "")),
             body_timeout=body_timeout,
+            nats_login=NatsLogin.from_env(ProgramNames(program.name), INGEST),
         )
         port = int(os.environ.get("GAMIFY_INGEST_PORT", "8080"))
     except (OSError, ProgramError, ValueError) as exc:

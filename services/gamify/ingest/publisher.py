@@ -27,6 +27,8 @@ from nats.js.api import PubAck
 from gamify.events import StreamEvent
 from gamify.logs import FieldLogger, get_logger
 from gamify.naming import ProgramNames
+from gamify.nats_login import INGEST, NatsLogin
+from gamify.settings import without_login
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 DEFAULT_PUBLISH_TIMEOUT = 2.0
@@ -56,9 +58,12 @@ class EventPublisher:
         *,
         publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
         log: FieldLogger | None = None,
+        login: NatsLogin | None = None,
     ):
         self.nats_url = nats_url
         self.names = names
+        # The program's ingest user (none on a server without users); replies to its own inbox.
+        self.login = login or NatsLogin.for_workload(names, INGEST)
         self.publish_timeout = publish_timeout
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
@@ -87,17 +92,26 @@ class EventPublisher:
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
+                    **self.login.connect_options(),
                 )
             except Exception as exc:  # nats-py raises several types for "cannot connect"
                 self._log.warning(
-                    "NATS not reachable; retrying", nats_url=self.nats_url, error=type(exc).__name__
+                    "NATS not reachable; retrying",
+                    nats_url=without_login(self.nats_url),
+                    nats_user=self.login.user,
+                    error=str(exc) or type(exc).__name__,
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_CONNECT_BACKOFF)
                 continue
             self._nc = nc
             self._js = nc.jetstream(publish_async_max_pending=MAX_IN_FLIGHT)
-            self._log.info("connected to NATS", nats_url=self.nats_url, stream=self.names.stream)
+            self._log.info(
+                "connected to NATS",
+                nats_url=without_login(self.nats_url),
+                nats_user=self.login.user,
+                stream=self.names.stream,
+            )
             return
 
     async def _on_error(self, exc: Exception) -> None:

@@ -22,10 +22,12 @@ from sqlalchemy.exc import DBAPIError
 
 from gamify.logs import get_logger
 from gamify.naming import ProgramNames
+from gamify.nats_login import WORKLOADS
 from gamify.program import Program, parse_duration
 from gamify.provisioning import bucket as bucket_prefix
 from gamify.provisioning import mysql as schema
 from gamify.provisioning import nats as stream
+from gamify.provisioning.nats_auth import LocalNatsAuth, ProgramNatsCredentials, wait_until_accepted
 from gamify.settings import Servers
 
 log = get_logger(__name__)
@@ -109,18 +111,45 @@ async def _jetstream(nats_url: str) -> AsyncIterator[JetStreamContext]:
         await connection.close()
 
 
+async def _ensure_nats_users(servers: Servers, credentials: ProgramNatsCredentials) -> bool:
+    """Give the program its own NATS users on a local server that has users; False when the
+    server has none (anyone may connect, so there is nothing to add)."""
+    if servers.nats_auth_dir is None:
+        return False
+    auth = LocalNatsAuth(servers.nats_auth_dir)
+    # bcrypt and the file lock are blocking: off the event loop.
+    if await asyncio.to_thread(auth.set_program, credentials):
+        # The workloads start right after: wait until the reloaded server knows their users.
+        url = _without_credentials(servers.nats_url)
+        for workload in WORKLOADS:
+            await wait_until_accepted(url, credentials.login(workload))
+    return True
+
+
+async def _remove_nats_users(servers: Servers, program_name: str) -> None:
+    if servers.nats_auth_dir is not None:
+        await asyncio.to_thread(LocalNatsAuth(servers.nats_auth_dir).remove_program, program_name)
+
+
 def snapshot_bucket(program: Program, servers: Servers) -> str:
     """The bucket base URL of a program: its own `spec.snapshots.bucket`, else the platform's."""
     return program.spec.snapshots.bucket or servers.bucket
 
 
 async def provision(
-    program: Program, servers: Servers, db_password: str, *, stream_replicas: int = 1
+    program: Program,
+    servers: Servers,
+    db_password: str,
+    *,
+    stream_replicas: int = 1,
+    nats_credentials: ProgramNatsCredentials | None = None,
 ) -> ProvisionResult:
     """Create or update everything `program` owns outside Kubernetes; safe to call again.
 
     `db_password` is the program database user's password, generated once by the caller and
     authoritative (see `gamify.provisioning.mysql`). `stream_replicas` > 1 for clustered NATS.
+    `nats_credentials`: the passwords of the program's NATS users (also generated once by the
+    caller), registered with a local nats-server that has users (`servers.nats_auth_dir`).
     """
     names = ProgramNames(program.name)
     plog = log.bind(program=program.name)
@@ -129,6 +158,10 @@ async def provision(
         await _step("stream", stream.ensure_stream(js, names, max_age, replicas=stream_replicas))
         await _step("consumer", stream.ensure_consumer(js, names))
     plog.info("stream and consumer ready", stream=names.stream)
+    if nats_credentials is not None and await _step(
+        "nats-users", _ensure_nats_users(servers, nats_credentials)
+    ):
+        plog.info("NATS users ready", users=[names.nats_workload_user(w) for w in WORKLOADS])
     # MySQL and GCS clients are blocking: keep them off the operator's event loop.
     database_url = await _step(
         "schema",
@@ -166,6 +199,8 @@ async def deprovision(program_name: str, servers: Servers, bucket_url: str, dele
     """
     names = ProgramNames(program_name)
     plog = log.bind(program=program_name)
+    # Access goes with the program whatever happens to its data; re-provisioning restores it.
+    await _step("nats-users", _remove_nats_users(servers, program_name))
     if not delete_data:
         plog.info("retaining stream, schema, user and snapshots")
         return

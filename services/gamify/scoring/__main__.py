@@ -2,6 +2,8 @@
 
 GAMIFY_PROGRAM_FILE   the program YAML (the same file a user would `kubectl apply`)
 GAMIFY_NATS_URL       NATS with JetStream (default nats://127.0.0.1:4222)
+GAMIFY_NATS_USER      the program's scoring NATS user (unset: anonymous, for servers without users)
+GAMIFY_NATS_PASSWORD  its password
 GAMIFY_DATABASE_URL   the program user's database URL (mysql+pymysql://...)
 GAMIFY_SCORING_BATCH  messages per batch/transaction (default 500)
 GAMIFY_MAX_DELIVER    deliveries before a failing message is dead-lettered (default 5)
@@ -22,6 +24,8 @@ import sys
 from prometheus_client import start_http_server
 
 from gamify.logs import configure_logging, get_logger
+from gamify.naming import ProgramNames
+from gamify.nats_login import SCORING, NatsLogin
 from gamify.program import ProgramError, load_program
 from gamify.scoring.worker import DEFAULT_BATCH_SIZE, run_worker
 from gamify.settings import DEFAULT_NATS_URL
@@ -35,7 +39,8 @@ async def _serve(program_file: str, nats_url: str, database_url: str, batch_size
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await run_worker(program, nats_url, database_url, batch_size, stop)
+    login = NatsLogin.from_env(ProgramNames(program.name), SCORING)
+    await run_worker(program, nats_url, database_url, batch_size, stop, login=login)
 
 
 def main() -> None:
