@@ -68,6 +68,7 @@ async def hostile_client(nats_url: str) -> AsyncIterator[httpx.AsyncClient]:
     try:
         async with running(app) as http:
             http.program = program  # type: ignore[attr-defined]
+            http.nats_url = nats_url  # type: ignore[attr-defined]
             yield http
     finally:
         await _deprovision(nats_url, program)
