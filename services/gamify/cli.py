@@ -7,6 +7,8 @@ gamify snapshot run PROGRAM                 one snapshot now
 gamify leaderboard PROGRAM [BOARD]          a board from the published snapshot
 gamify user PROGRAM USER                    one employee's published snapshot
 gamify validate PROGRAM.yaml                check a program file, naming bad fields
+gamify users erase PROGRAM USER             erase one employee (LGPD/GDPR), recorded in an audit log
+gamify users erasures PROGRAM [--user U]    the program's erasure audit log
 gamify run ingest|scoring|snapshots         the service processes (what containers run)
 gamify demo                                 the whole pipeline on this machine
 """
@@ -35,6 +37,8 @@ local_app = typer.Typer(help="Run programs on this machine, no cluster needed.",
 snapshot_app = typer.Typer(help="Publish snapshots to the bucket.", no_args_is_help=True)
 app.add_typer(local_app, name="local")
 app.add_typer(snapshot_app, name="snapshot")
+users_app = typer.Typer(help="Employees' data: erasure (LGPD/GDPR) and its audit log.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 
 console = Console()
 errors = Console(stderr=True)
@@ -199,6 +203,119 @@ def validate(file: Annotated[Path, typer.Argument(help="Program YAML.")]) -> Non
         f"{len(spec.rules)} rules, {len(spec.boosts)} boosts, {len(spec.badges)} badges, "
         f"{len(spec.rewards)} rewards, {len(spec.leaderboards)} boards"
     )
+
+
+def _erasure_target(program: str) -> Any:
+    """Where PROGRAM keeps its data: the local set-up when there is one, else the servers of the
+    environment (GAMIFY_MYSQL_URL as admin on the program's schema, GAMIFY_BUCKET)."""
+    from sqlalchemy.engine import make_url
+
+    from gamify import local
+    from gamify.naming import ProgramNames
+    from gamify.privacy.erase import ErasureTarget
+    from gamify.settings import Servers
+    from gamify.storage import join_url
+
+    servers = Servers.from_env()
+    try:
+        state = local.load_state(program)
+    except local.LocalError:
+        names = ProgramNames(program)
+        database_url = make_url(servers.mysql_admin_url).set(database=names.schema)
+        return ErasureTarget(
+            program,
+            database_url.render_as_string(hide_password=False),
+            join_url(servers.bucket, program),
+            servers.nats_url,
+        )
+    return ErasureTarget(program, state.database_url, state.snapshot_url, servers.nats_url)
+
+
+@users_app.command("erase")
+def users_erase(
+    program: Annotated[str, typer.Argument(help="Program id.")],
+    user_id: Annotated[str, typer.Argument(metavar="USER", help="Employee id.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    requested_by: Annotated[
+        str | None, typer.Option("--by", help="Who asked for it, for the audit log (default: you).")
+    ] = None,
+) -> None:
+    """Erase everything about USER in PROGRAM: events (anonymised), ledger, balances, badges,
+    redemptions, board points, snapshot object and stream messages. Recorded in an audit log."""
+    import getpass
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from gamify.privacy.erase import ErasureError, erase_user
+
+    if not yes and not typer.confirm(
+        f"Erase every record of {user_id!r} in {program!r}? This cannot be undone", err=True
+    ):
+        raise typer.Exit(1)
+    target = _erasure_target(program)
+    by = requested_by or getpass.getuser()
+    progress = Progress(
+        TextColumn("scanning the stream"), BarColumn(), MofNCompleteColumn(), console=errors, transient=True
+    )
+    task = progress.add_task("scan", total=None)
+    try:
+        with progress:
+            report = erase_user(
+                target,
+                user_id,
+                by,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    except ErasureError as exc:
+        _fail(str(exc))
+        return
+    if as_json:
+        print(json.dumps(report.as_dict()))
+        return
+    table = Table("removed", "count", title=f"erasure #{report.erasure_id}: {user_id} in {program}")
+    for name, count in report.counts.items():
+        table.add_row(name, f"{count:,}")
+    console.print(table)
+    console.print(
+        f"user hash {report.user_hash[:16]}… · requested by {report.requested_by} · "
+        f"stream messages read {report.stream_scanned:,} · {report.duration_seconds}s"
+    )
+    if report.nothing_left:
+        note = f" (erased {report.previous_erasures} time(s) before)" if report.previous_erasures else ""
+        console.print(f"[yellow]nothing left to erase[/]{note}")
+
+
+@users_app.command("erasures")
+def users_erasures(
+    program: Annotated[str, typer.Argument(help="Program id.")],
+    user_id: Annotated[
+        str | None, typer.Option("--user", help="Only this employee's erasures (proves it was erased).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """The program's erasure audit log: who asked, when, and how much was removed."""
+    from gamify.privacy.erase import audit_log
+
+    entries = audit_log(_erasure_target(program).database_url, user_id)
+    if as_json:
+        print(json.dumps([entry.as_dict() for entry in entries]))
+        return
+    table = Table(
+        "#", "started", "finished", "requested by", "user hash", "removed", title=f"erasures in {program}"
+    )
+    for entry in entries:
+        removed = ", ".join(f"{name} {count}" for name, count in entry.counts.items() if count) or "nothing"
+        finished = entry.finished_at.isoformat(" ", "seconds") if entry.finished_at else "[red]unfinished[/]"
+        table.add_row(
+            str(entry.id),
+            entry.started_at.isoformat(" ", "seconds"),
+            finished,
+            entry.requested_by,
+            entry.user_hash[:16] + "…",
+            removed,
+        )
+    console.print(table)
 
 
 class Service(StrEnum):

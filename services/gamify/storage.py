@@ -132,6 +132,10 @@ class ObjectStore(ABC):
     def delete_prefix(self, prefix: str = "") -> int:
         """Delete every object whose key starts with `prefix`; return how many."""
 
+    def delete(self, key: str) -> bool:
+        """Delete one object (exactly `key`, not a prefix); True when it existed."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete single objects")
+
     def child(self, prefix: str) -> ObjectStore:
         """A store rooted at `<base>/<prefix>/`."""
         return open_store(join_url(self.base_url, prefix))
@@ -235,6 +239,13 @@ class FileStore(ObjectStore):
     def list(self, prefix: str = "") -> list[str]:
         check_prefix(prefix)
         return sorted(key for key, _ in self._walk() if key.startswith(prefix))
+
+    def delete(self, key: str) -> bool:
+        try:
+            self._path(key).unlink()
+            return True
+        except (FileNotFoundError, NotADirectoryError):
+            return False
 
     def delete_prefix(self, prefix: str = "") -> int:
         check_prefix(prefix)
@@ -355,6 +366,13 @@ class GcsStore(ObjectStore):
 
     def list(self, prefix: str = "") -> list[str]:
         return sorted(blob.name[len(self.prefix) :] for blob in self._blobs(prefix))
+
+    def delete(self, key: str) -> bool:
+        try:
+            self._bucket.blob(self._name(key)).delete(retry=self._retry)
+            return True
+        except self._errors.NotFound:
+            return False
 
     def delete_prefix(self, prefix: str = "") -> int:
         deleted = 0

@@ -152,3 +152,26 @@ snapshot_runs = Table(
     Column("users_written", Integer, nullable=False),
     Column("files_written", Integer, nullable=False),
 )
+
+# Erasures of employees (LGPD/GDPR, gamify.privacy): the audit log, and the list of erased users
+# the scorer checks so that their events are never scored again. It holds no user id: only
+# HMAC-SHA256(program salt, user id), enough to prove a given id was erased, nothing more.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("user_hash", String(64), nullable=False),  # hex HMAC-SHA256
+    Column("requested_by", String(128), nullable=False),
+    Column("started_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp),  # NULL until the bucket and stream steps are done
+    Column("counts", JSON, nullable=False),  # what was removed, per kind: numbers only
+    Index("ix_erasures_user_hash", "user_hash"),
+)
+
+# One row (id 1): the program's salt for `erasures.user_hash`, made at the first erasure.
+privacy_salt = Table(
+    "privacy_salt",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("salt", String(64), nullable=False),  # hex of 32 random bytes
+)

@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 
 from gamify.db import tables as t
 from gamify.events import StreamEvent
+from gamify.privacy.identity import erased_among
 from gamify.program import REDEEM_EVENT, ProgramSpec
 from gamify.rules.engine import Outcome, RulesEngine, ScorableEvent, UserState
 from gamify.windows import award_keys
@@ -76,6 +77,7 @@ class BatchResult:
     outcomes: list[Outcome]
     points: int
     attempts: int = 1
+    erased: list[str] = field(default_factory=list)  # ids of events of erased users, not scored
 
 
 @dataclass
@@ -170,7 +172,9 @@ def score_batch(engine: Engine, rules: RulesEngine, events: Sequence[tuple[Strea
                 connection = connection.execution_options(isolation_level=ISOLATION)
                 with connection.begin():
                     result = _score_locked(connection, rules, ordered)
-            return BatchResult(result.scored, result.duplicates, result.outcomes, result.points, attempt)
+            return BatchResult(
+                result.scored, result.duplicates, result.outcomes, result.points, attempt, result.erased
+            )
         except OperationalError as exc:
             if error_code(exc) not in (DEADLOCK, LOCK_WAIT_TIMEOUT) or attempt == LOCK_RETRIES:
                 raise
@@ -226,6 +230,17 @@ def _score_locked(
         for user, points, spent in _query(connection, users_sql + _marks(len(new_users)), new_users):
             states[user] = UserState(user, points=points, spent=spent)
 
+    # 1b. Users erased from the program (gamify.privacy) are never scored again. Checked with
+    # their locks held, so an erasure that committed while this batch waited is seen; a row
+    # created above for one of them is removed again.
+    erased_users = erased_among(connection, user_ids)
+    erased = [event.id for event, _ in events if event.user in erased_users]
+    if erased_users:
+        events = [(event, seq) for event, seq in events if event.user not in erased_users]
+        connection.exec_driver_sql(
+            f"DELETE FROM {t.users.name} WHERE user_id IN {_marks(len(erased_users))}", tuple(erased_users)
+        )
+
     # 2. Duplicates. Read once the user locks are held: in READ COMMITTED every statement sees
     # what was committed before it started, so whatever another worker scored for these users
     # is seen. (A plain read on purpose: a locking one could wait on other workers' uncommitted
@@ -233,6 +248,8 @@ def _score_locked(
     # the unique key fails that insert, and the worker retries the events one by one.)
     # Within the batch, the first occurrence wins.
     event_ids = list(dict.fromkeys(event.id for event, _ in events))
+    if not event_ids:
+        return BatchResult(scored=0, duplicates=[], outcomes=[], points=0, erased=erased)
     seen = {
         event_id
         for (event_id,) in _query(
@@ -250,7 +267,7 @@ def _score_locked(
             seen.add(event.id)
             fresh.append((event, seq))
     if not fresh:
-        return BatchResult(scored=0, duplicates=duplicates, outcomes=[], points=0)
+        return BatchResult(scored=0, duplicates=duplicates, outcomes=[], points=0, erased=erased)
 
     # 3. Everything else the engine needs, a few queries for the whole batch.
     _load_state(connection, rules, fresh, states)
@@ -269,6 +286,7 @@ def _score_locked(
         duplicates=duplicates,
         outcomes=outcomes,
         points=sum(outcome.points for outcome in outcomes),
+        erased=erased,
     )
 
 
