@@ -14,12 +14,14 @@ from urllib.parse import urlparse
 
 import pytest
 
-from gamify.settings import Servers
+from gamify.settings import Servers, nats_auth_dir
 
 # The control plane fixtures (kubeconfig, kube_api, kubectl, gp_crd, programs) for every folder.
 pytest_plugins = ["tests.cluster"]
 
 os.environ.setdefault("STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443")
+# The shared NATS's users (admin password) stay found when a test points GAMIFY_HOME elsewhere.
+os.environ.setdefault("GAMIFY_NATS_AUTH_DIR", str(nats_auth_dir()))
 
 
 def _reachable(url: str, default_port: int) -> None:
