@@ -271,10 +271,18 @@ async def wait_until_accepted(nats_url: str, login: NatsLogin, timeout: float = 
     """Wait until the server accepts `login` (a reload takes effect shortly after the signal)."""
     deadline = asyncio.get_running_loop().time() + timeout
     last: Exception | None = None
+
+    async def expected(_: Exception) -> None:
+        pass  # refusals are expected until the reload is done: no error log for each try
+
     while asyncio.get_running_loop().time() < deadline:
         try:
             connection = await connect_nats(
-                nats_url, connect_timeout=2, allow_reconnect=False, **login.connect_options()
+                nats_url,
+                connect_timeout=2,
+                allow_reconnect=False,
+                error_cb=expected,
+                **login.connect_options(),
             )
         except Exception as exc:  # authorization violation until the reload is done
             last = exc
