@@ -23,13 +23,13 @@ import logging
 import os
 import re
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from prometheus_client import Counter, Histogram
@@ -40,8 +40,9 @@ from gamify.events import StreamEvent
 from gamify.logs import get_logger
 from gamify.naming import ProgramNames
 from gamify.nats_login import SCORING, NatsLogin
-from gamify.program import EVENT_TYPE, Program, describe_errors
+from gamify.program import EVENT_TYPE, REDEEM_EVENT, Program, describe_errors
 from gamify.rules.engine import RulesEngine
+from gamify.scoring.puller import BatchPuller
 from gamify.scoring.store import (
     BatchResult,
     create_scoring_engine,
@@ -51,6 +52,8 @@ from gamify.scoring.store import (
 )
 
 DEFAULT_BATCH_SIZE = 500
+# Transactions in flight at once, each on its own share of the batch's users (see _handle_in_lanes).
+DEFAULT_LANES = 2
 DEFAULT_MAX_DELIVER = 5
 DEFAULT_RETRY_DELAY = 2.0  # seconds before a failed message is redelivered
 FETCH_TIMEOUT = 1.0  # also how quickly a stop request is noticed while idle
@@ -161,10 +164,14 @@ class ScoringWorker:
         max_deliver: int | None = None,
         retry_delay: float | None = None,
         engine: Engine | None = None,
+        lanes: int | None = None,
         login: NatsLogin | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        self.lanes = lanes or _env_int("GAMIFY_SCORING_LANES", DEFAULT_LANES)
+        if self.lanes < 1:
+            raise ValueError("lanes must be at least 1")
         self.program = program
         self.names = ProgramNames(program.name)
         self.rules = RulesEngine(program.spec)
@@ -215,24 +222,24 @@ class ScoringWorker:
             # While the database is down, held messages are touched well within the ack wait.
             ack_wait = consumer.config.ack_wait or DEFAULT_ACK_WAIT
             self._hold_every = max(min(ack_wait / 3, BACKOFF_MAX), 0.1)
-            # Bind to the provisioned durable: never create it here with another config.
-            subscription = await self.js.pull_subscribe_bind(
-                durable=self.names.durable, stream=self.names.stream
-            )
+            # Pull from the provisioned durable: never create it here with another config.
+            puller = BatchPuller(self._nc, self.names.stream, self.names.durable)
+            await puller.start()
             self.log.info(
                 "scoring started",
                 stream=self.names.stream,
                 consumer=self.names.durable,
                 batch_size=self.batch_size,
+                lanes=self.lanes,
                 max_deliver=self.max_deliver,
             )
-            await self._consume(subscription)
+            await self._consume(puller)
             with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
+                await puller.stop()
         finally:
             await self._close()
 
-    async def _consume(self, subscription: JetStreamContext.PullSubscription) -> None:
+    async def _consume(self, puller: BatchPuller) -> None:
         """Fetch and score until stopped. The next batch is fetched and parsed while the current
         one is in the database, so NATS round trips overlap with transactions; a batch fetched
         when the stop comes is still scored (its messages are already ours)."""
@@ -242,23 +249,21 @@ class ScoringWorker:
                 if upcoming is None:
                     if self._stop.is_set():
                         return
-                    upcoming = asyncio.create_task(self._fetch(subscription))
+                    upcoming = asyncio.create_task(self._fetch(puller))
                 fetched = await upcoming
                 upcoming = None
                 if fetched.messages and not self._stop.is_set():
-                    upcoming = asyncio.create_task(self._fetch(subscription))
+                    upcoming = asyncio.create_task(self._fetch(puller))
                 if fetched.messages:
-                    await self.handle(fetched)
+                    await self._handle_in_lanes(fetched)
         finally:
             if upcoming is not None and not upcoming.done():
                 # Only on a crash: whatever it fetched comes back after the ack wait.
                 upcoming.cancel()
 
-    async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> _Fetched:
+    async def _fetch(self, puller: BatchPuller) -> _Fetched:
         try:
-            messages = await subscription.fetch(self.batch_size, timeout=FETCH_TIMEOUT)
-        except (TimeoutError, NatsTimeoutError):
-            return _Fetched([], [], [])
+            messages = await puller.fetch(self.batch_size, timeout=FETCH_TIMEOUT)
         except Exception as exc:  # NATS reconnecting, stream briefly unavailable...
             self.log.warning("fetch failed; retrying", error=_describe(exc))
             await self._sleep(1.0)
@@ -308,6 +313,31 @@ class ScoringWorker:
                 delay = min(delay * 2, BACKOFF_MAX)
 
     # -- one fetched batch ----------------------------------------------------------------------
+
+    async def _handle_in_lanes(self, fetched: _Fetched) -> None:
+        """Score a fetched batch as `lanes` transactions at once, its users split between them.
+
+        One lane's Python work (rules, building statements) overlaps another's wait on MariaDB.
+        Lanes never lock the same user (a user's events all go to one lane, in stream order).
+        A batch that redeems rewards is not split: a reward's last units go to its redeemers in
+        stream order, as with one lane. Each lane commits and acks on its own.
+        """
+        if (
+            self.lanes == 1
+            or len(fetched.parsed) < 2
+            or any(event.type == REDEEM_EVENT for _, event in fetched.parsed)
+        ):
+            await self.handle(fetched)
+            return
+        lanes = [_Fetched([], [], []) for _ in range(self.lanes)]
+        for msg, event in fetched.parsed:
+            lane = lanes[zlib.crc32(event.user.encode()) % self.lanes]
+            lane.messages.append(msg)
+            lane.parsed.append((msg, event))
+        for msg, reason in fetched.invalid:
+            lanes[0].messages.append(msg)
+            lanes[0].invalid.append((msg, reason))
+        await asyncio.gather(*(self.handle(lane) for lane in lanes if lane.messages))
 
     async def handle(self, fetched: _Fetched) -> None:
         """Score one fetched batch: commit, then ack; dead-letter what cannot be scored."""
