@@ -114,7 +114,7 @@ class Schedule(_Model):
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: e.g. a 300-char name
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
 
