@@ -77,9 +77,14 @@ Identifier = Annotated[str, Field(min_length=1, max_length=63, pattern=IDENTIFIE
 
 
 class _Model(BaseModel):
-    """camelCase on the wire, snake_case in Python; unknown fields are errors (typos)."""
+    """camelCase on the wire, snake_case in Python; unknown fields are errors (typos).
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    No NaN/Infinity: YAML has `.inf`/`.nan`, but JSON (so the API server) cannot carry them.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, allow_inf_nan=False
+    )
 
 
 class Mode(StrEnum):
