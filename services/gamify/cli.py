@@ -246,8 +246,10 @@ def users_erase(
     import getpass
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from sqlalchemy.exc import SQLAlchemyError
 
     from gamify.privacy.erase import ErasureError, erase_user
+    from gamify.storage import StorageError
 
     if not yes and not typer.confirm(
         f"Erase every record of {user_id!r} in {program!r}? This cannot be undone", err=True
@@ -269,6 +271,12 @@ def users_erase(
             )
     except ErasureError as exc:
         _fail(str(exc))
+        return
+    except (SQLAlchemyError, StorageError, OSError) as exc:
+        # The driver's message names the server and the problem, never a password.
+        _fail(
+            f"erasure of {user_id!r} in {program!r} failed, run it again: {getattr(exc, 'orig', None) or exc}"
+        )
         return
     if as_json:
         print(json.dumps(report.as_dict()))
@@ -302,7 +310,13 @@ def users_erasures(
         print(json.dumps([entry.as_dict() for entry in entries]))
         return
     table = Table(
-        "#", "started", "finished", "requested by", "user hash", "removed", title=f"erasures in {program}"
+        "#",
+        "started (UTC)",
+        "finished (UTC)",
+        "requested by",
+        "user hash",
+        "removed",
+        title=f"erasures in {program}",
     )
     for entry in entries:
         removed = ", ".join(f"{name} {count}" for name, count in entry.counts.items() if count) or "nothing"
