@@ -90,6 +90,11 @@ demo: venv servers-up ## run the whole pipeline on this machine with a sample pr
 bench: venv servers-up ## run the benchmarks (bench/run.py)
 	$(BIN)/python bench/run.py
 
+# Starts its own NATS and MariaDB on free ports (it stops and kills them); needs no servers-up.
+.PHONY: reliability
+reliability: venv ## fault-injection suite (reliability/run.py); rewrites docs/RELIABILITY.md; ARGS=--quick for CI
+	$(BIN)/python reliability/run.py $(ARGS)
+
 clean: ## stop the servers and control plane started here, delete the .gamify state folder
 	$(CONTROLPLANE)/down.sh
 	$(SERVERS) clean

@@ -86,19 +86,21 @@ class PrivateServers:
 
     def pid(self, name: str) -> int | None:
         """The pid of server `name` if it runs (checked by process name), else None."""
-        pid_file = self.home / "servers" / name / "server.pid"
         try:
+            pid_file = self.home / "servers" / name / "server.pid"
             pid = int(pid_file.read_text().strip())
             command = Path(f"/proc/{pid}/comm").read_text().strip()
         except (OSError, ValueError):
             return None
-        return pid if command.startswith(COMMANDS[name]) else None
+        # A zombie (exited, not yet reaped by whoever adopted it) is not running.
+        return pid if command.startswith(COMMANDS[name]) and _state(pid) not in ("Z", "") else None
 
     def stop(self, name: str, signum: int = signal.SIGTERM) -> float:
         """Send `signum` to server `name` and wait until it has exited; returns the time it took."""
         pid = self.pid(name)
         if pid is None:
             raise RuntimeError(f"{name} is not running")
+        pid_file = self.home / "servers" / name / "server.pid"
         started = time.monotonic()
         os.kill(pid, signum)
         deadline = started + STOP_TIMEOUT
@@ -107,6 +109,9 @@ class PrivateServers:
                 os.kill(pid, signal.SIGKILL)
                 deadline = time.monotonic() + 10
             time.sleep(0.05)
+        # Gone (or a zombie its adoptive parent has not reaped yet): without the pid file,
+        # servers.sh starts a new server instead of waiting for this one to finish starting.
+        pid_file.unlink(missing_ok=True)
         return time.monotonic() - started
 
 
