@@ -82,7 +82,7 @@ CREATED: list[str] = []
 
 
 def _run_programs(programs: client.CustomObjectsApi) -> list[str]:
-    listed = programs.list_cluster_custom_object(
+    listed: Any = programs.list_cluster_custom_object(
         crd.GROUP, crd.VERSION, crd.PLURAL, label_selector=f"{RUN_LABEL}={RUN}"
     )
     return [item["metadata"]["name"] for item in listed["items"]]
@@ -158,7 +158,8 @@ def create(programs: client.CustomObjectsApi, prefix: str) -> str:
 
 
 def read(programs: client.CustomObjectsApi, name: str) -> Doc:
-    return dict(programs.get_cluster_custom_object(crd.GROUP, crd.VERSION, crd.PLURAL, name))
+    found: Any = programs.get_cluster_custom_object(crd.GROUP, crd.VERSION, crd.PLURAL, name)
+    return dict(found)
 
 
 def wait_for(programs: client.CustomObjectsApi, name: str, check: Callable[[Doc], bool], what: str) -> Doc:
