@@ -19,6 +19,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -56,6 +57,13 @@ def _check_duration(text: str) -> str:
     return text
 
 
+def _not_a_number(value: Any) -> Any:
+    # pydantic reads a number as Unix time (`start: 0` would be 1970); the API server refuses it.
+    if isinstance(value, int | float):
+        raise ValueError("must be an RFC 3339 time with an offset, e.g. 2027-01-01T00:00:00-03:00")
+    return value
+
+
 def _check_aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("must be an RFC 3339 time with an offset, e.g. 2027-01-01T00:00:00-03:00")
@@ -72,7 +80,7 @@ Duration = Annotated[
     AfterValidator(_check_duration),
     Field(max_length=32, json_schema_extra={"pattern": DURATION_PATTERN}),
 ]
-AwareTime = Annotated[datetime, AfterValidator(_check_aware)]
+AwareTime = Annotated[datetime, BeforeValidator(_not_a_number), AfterValidator(_check_aware)]
 Identifier = Annotated[str, Field(min_length=1, max_length=63, pattern=IDENTIFIER)]
 
 
