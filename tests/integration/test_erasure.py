@@ -304,9 +304,11 @@ async def test_a_user_the_database_never_saw_is_erased_from_the_stream(
         assert users_in_stream(await stream_bodies(a)) == ["bob"]
         # Had the worker fetched dora's event before the deletion, it would skip it: replay it.
         await publish(a, [pending[0]], msg_ids=["p1-late"])
-        async with running_workers(a, batch_size=10):
+        async with running_workers(a, batch_size=10) as workers:
             await wait_drained(a)
         assert query(a.database_url, "SELECT user_id, points FROM users") == [("bob", 5)]
+        # Counted as skipped for an erased user, neither scored nor a duplicate.
+        assert (workers[0].totals.scored, workers[0].totals.erased) == (1, 1)
 
 
 # -- races with the scorer --------------------------------------------------------------------

@@ -73,7 +73,7 @@ MSG_ID = "Nats-Msg-Id"
 EVENTS = Counter(
     "gamify_scoring_events_total",
     "Stream messages handled by the scorer, by outcome",
-    ["program", "outcome"],  # scored | duplicate | dead_lettered
+    ["program", "outcome"],  # scored | duplicate | erased | dead_lettered
 )
 BATCH_SECONDS = Histogram(
     "gamify_scoring_batch_seconds",
@@ -109,12 +109,14 @@ class _Tally:
 
     scored: int = 0
     duplicates: int = 0
+    erased: int = 0  # events of users erased from the program (gamify.privacy): never scored
     dead_lettered: int = 0
     retry_later: int = 0
 
     def add(self, result: BatchResult) -> None:
         self.scored += result.scored
         self.duplicates += len(result.duplicates)
+        self.erased += len(result.erased)
 
 
 @dataclass
@@ -124,6 +126,7 @@ class WorkerTotals:
     batches: int = 0
     scored: int = 0
     duplicates: int = 0
+    erased: int = 0
     dead_lettered: int = 0
     db_retries: int = 0
 
@@ -374,15 +377,18 @@ class ScoringWorker:
         self.totals.batches += 1
         self.totals.scored += tally.scored
         self.totals.duplicates += tally.duplicates
+        self.totals.erased += tally.erased
         self.totals.dead_lettered += tally.dead_lettered
         EVENTS.labels(self.program.name, "scored").inc(tally.scored)
         EVENTS.labels(self.program.name, "duplicate").inc(tally.duplicates)
+        EVENTS.labels(self.program.name, "erased").inc(tally.erased)
         BATCH_SECONDS.labels(self.program.name).observe(duration)
         self.log.info(
             "batch scored",
             batch_size=len(fetched.messages),
             scored=tally.scored,
             duplicates=tally.duplicates,
+            erased=tally.erased,
             dead_lettered=tally.dead_lettered,
             retry_later=tally.retry_later,
             duration_ms=round(duration * 1000, 1),
@@ -522,6 +528,8 @@ class ScoringWorker:
             return
         for duplicate in result.duplicates:
             self.log.debug("duplicate event skipped", event_id=duplicate)
+        for erased in result.erased:
+            self.log.debug("event of an erased user skipped", event_id=erased)
         for outcome in result.outcomes:
             redemption = outcome.redemption
             self.log.debug(
