@@ -56,10 +56,14 @@ def local_up(
 ) -> None:
     """Provision a program and start its processes; returns when ingest is ready."""
     from gamify import local
+    from gamify.provisioning import ProvisioningError
 
     try:
         with errors.status(f"bringing up {file} …"):
             state = local.up(file)
+    except ProvisioningError as exc:
+        _fail(f"could not provision the program ({exc}); are the servers up? (make servers-up)")
+        return
     except (ProgramError, local.LocalError, OSError) as exc:
         _fail(str(exc))
         return

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import nats
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from gamify import local
 from gamify.cli import app
+from gamify.naming import ProgramNames
+from gamify.provisioning import nats as stream
 from tests.conftest import unique_program_id
 
 runner = CliRunner()
@@ -92,3 +96,32 @@ def test_local_up_json_then_leaderboard_and_down(
     assert down.exit_code == 0 and f"stopped {name}" in down.output
     status = runner.invoke(app, ["local", "status"], env={"COLUMNS": "200"})
     assert "down" in status.output
+
+
+def test_local_up_with_the_database_down_is_a_short_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nats_url: str
+) -> None:
+    monkeypatch.setenv("GAMIFY_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GAMIFY_BUCKET", (tmp_path / "bucket").as_uri())
+    monkeypatch.setenv("GAMIFY_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:1/")  # nothing listens
+    document = yaml.safe_load(Path("examples/both-badges.yaml").read_text())
+    document["metadata"]["name"] = unique_program_id("cli")
+    path = tmp_path / "program.yaml"
+    path.write_text(yaml.safe_dump(document))
+
+    try:
+        up = runner.invoke(app, ["local", "up", "-f", str(path)])
+    finally:  # the stream was made before the schema step failed
+        asyncio.run(_delete_stream(nats_url, document["metadata"]["name"]))
+    assert up.exit_code == 1
+    assert "could not provision the program" in up.output and "schema" in up.output, up.output
+    assert "make servers-up" in up.output
+    assert "Traceback" not in up.output and isinstance(up.exception, SystemExit)
+
+
+async def _delete_stream(nats_url: str, program: str) -> None:
+    connection = await nats.connect(nats_url, connect_timeout=3)
+    try:
+        await stream.delete_stream(connection.jetstream(), ProgramNames(program))
+    finally:
+        await connection.close()
