@@ -27,7 +27,9 @@ from gamify import local
 from gamify.credentials import generate_password, hash_api_key
 from gamify.naming import ProgramNames
 from gamify.program import parse_program
+from gamify.provisioning import deprovision
 from gamify.provisioning import mysql as mysql_provisioning
+from gamify.settings import Servers
 from gamify.snapshots.writer import run_snapshot
 from gamify.storage import InvalidKey, StorageError, join_url, open_store
 from tests.conftest import unique_program_id
@@ -66,6 +68,10 @@ def two_programs(
     finally:
         for state in states:
             local.down(state.program)
+            # Everything the programs own goes too: stream, schema, user, objects.
+            asyncio.run(
+                deprovision(state.program, Servers.from_env(), f"gs://{gcs_bucket}", delete_data=True)
+            )
 
 
 def post(state: local.LocalState, key: str, events: list[dict[str, Any]]) -> httpx.Response:
