@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from gamify.events import StreamEvent
-from gamify.scoring.puller import BatchPuller
+from gamify.scoring.puller import BatchPuller, stream_sequence
 from tests.integration.test_scoring import (
     SCENARIO_SPEC,
     Target,
@@ -47,7 +47,10 @@ async def test_fetch_returns_what_is_pending_up_to_the_batch(nats_url: str, mysq
             assert [len(first), len(second), len(third)] == [10, 10, 5]
             got = [msg.header["Nats-Msg-Id"] for msg in first + second + third]  # type: ignore[index]
             assert got == [event.id for event in events]  # in stream order, each once
-            for msg in first + second + third:
+            fetched = first + second + third
+            sequences = [msg.metadata.sequence.stream for msg in fetched]
+            assert [stream_sequence(msg) for msg in fetched] == sequences
+            for msg in fetched:
                 await msg.ack()
             # Nothing left: an empty list once the timeout has passed, not an error.
             started = time.monotonic()

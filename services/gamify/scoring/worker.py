@@ -42,7 +42,7 @@ from gamify.naming import ProgramNames
 from gamify.nats_login import SCORING, NatsLogin
 from gamify.program import EVENT_TYPE, REDEEM_EVENT, Program, describe_errors
 from gamify.rules.engine import RulesEngine
-from gamify.scoring.puller import BatchPuller
+from gamify.scoring.puller import BatchPuller, stream_sequence
 from gamify.scoring.store import (
     BatchResult,
     create_scoring_engine,
@@ -396,7 +396,7 @@ class ScoringWorker:
 
     async def _score(self, items: Sequence[tuple[Msg, StreamEvent]]) -> BatchResult:
         """Score and commit; while the database is unavailable, hold the messages and retry."""
-        batch = [(event, msg.metadata.sequence.stream) for msg, event in items]
+        batch = [(event, stream_sequence(msg)) for msg, event in items]
         delay = BACKOFF_START
         while True:
             try:
