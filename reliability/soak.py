@@ -69,6 +69,9 @@ from gamify.settings import Servers
 PROCESSES = ("ingest", "scoring", "snapshots")
 SPARK_MARKS = "▁▂▃▄▅▆▇█"
 LOAD_START_TIMEOUT = 120.0  # the load generator builds all its events before it sends
+# A latency spike is put next to a snapshot run that started this long before its interval
+# (a run takes a few seconds; its last phase marks the published users in the database).
+SNAPSHOT_REACH_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,7 @@ class SoakResults:
     reconciliation: Reconciliation = field(default_factory=Reconciliation)
     load: dict[str, Any] = field(default_factory=dict)  # the load generator's summary
     cores_busy: dict[str, float] = field(default_factory=dict)  # CPU seconds / wall seconds
+    snapshot_runs: list[float] = field(default_factory=list)  # when each run started (s since load start)
     verdicts: list[Verdict] = field(default_factory=list)
 
     @property
@@ -266,7 +270,14 @@ def process_verdicts(config: SoakConfig, samples: Sequence[Sample]) -> list[Verd
     return verdicts
 
 
-def latency_verdict(config: SoakConfig, samples: Sequence[Sample]) -> Verdict:
+def near_snapshot(window: LatencyWindow, snapshot_runs: Sequence[float]) -> bool:
+    """Whether a snapshot run started during the interval or just before it."""
+    return any(window.start - SNAPSHOT_REACH_SECONDS <= run <= window.end for run in snapshot_runs)
+
+
+def latency_verdict(
+    config: SoakConfig, samples: Sequence[Sample], snapshot_runs: Sequence[float] = ()
+) -> Verdict:
     measured = [s.latency for s in samples if s.latency is not None and s.latency.p99_ms is not None]
     bound_ms = config.p99_bound_seconds * 1000
     if not measured:
@@ -277,6 +288,9 @@ def latency_verdict(config: SoakConfig, samples: Sequence[Sample]) -> Verdict:
         f"{len(measured)} intervals; worst p99 {worst.p99_ms:,.0f} ms at "
         f"{worst.start:.0f}-{worst.end:.0f} s; {len(over)} above {bound_ms:,.0f} ms"
     )
+    if over:
+        during = sum(near_snapshot(window, snapshot_runs) for window in over)
+        detail += f" ({during} of them with a snapshot run)"
     return Verdict("pipeline", "p99 stable", not over, detail)
 
 
@@ -306,7 +320,7 @@ def judge(results: SoakResults) -> list[Verdict]:
     config = results.config
     return [
         *process_verdicts(config, results.samples),
-        latency_verdict(config, results.samples),
+        latency_verdict(config, results.samples, results.snapshot_runs),
         *delivery_verdicts(config, results.load, results.reconciliation),
     ]
 
@@ -341,9 +355,9 @@ def _accepted_indexes(record: Path) -> set[int]:
     return accepted
 
 
-def _ledger_checks(database_url: str) -> tuple[int, int, int]:
+def _ledger_checks(database_url: str) -> tuple[int, int, list[float]]:
     """(event, rule) pairs awarded more than once; users whose points are not their ledger's
-    awards; snapshot runs recorded."""
+    awards; when each snapshot run started (epoch seconds)."""
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
@@ -360,10 +374,11 @@ def _ledger_checks(database_url: str) -> tuple[int, int, int]:
                     "WHERE u.points <> COALESCE(l.earned, 0)"
                 )
             ).scalar_one()
-            snapshots = connection.execute(text("SELECT COUNT(*) FROM snapshot_runs")).scalar_one()
+            started = connection.execute(text("SELECT generated_at FROM snapshot_runs ORDER BY version"))
+            snapshots = [at.replace(tzinfo=UTC).timestamp() for (at,) in started]  # stored as UTC
     finally:
         engine.dispose()
-    return int(doubled), int(totals_off), int(snapshots)
+    return int(doubled), int(totals_off), snapshots
 
 
 def _start_snapshots(target: Provisioned, interval: float, log_path: Path) -> subprocess.Popen[bytes]:
@@ -414,6 +429,9 @@ async def run(config: SoakConfig, servers: Servers, workdir: Path) -> SoakResult
                 due = origin + tick * config.sample_seconds
                 await asyncio.wait({load}, timeout=max(0.0, due - time.time()))
                 now = time.time()
+                since_last = now - origin - results.samples[-1].seconds if results.samples else now
+                if load.done() and since_last < config.sample_seconds / 2:
+                    break  # the last scheduled sample is recent: no near-empty final interval
                 sample = Sample(now - origin, {p: sample_process(pid) for p, pid in pids.items()})
                 results.samples.append(sample)
                 if tick % 6 == 0 or load.done():  # about once a minute, and the last one
@@ -440,7 +458,8 @@ async def run(config: SoakConfig, servers: Servers, workdir: Path) -> SoakResult
         counts.lost = len(accepted - scored.keys())
         counts.scored_unconfirmed = len(scored.keys() - accepted)
         doubled, totals_off, runs = await asyncio.to_thread(_ledger_checks, target.result.database_url)
-        counts.double_counted, counts.totals_off, counts.snapshots_published = doubled, totals_off, runs
+        counts.double_counted, counts.totals_off, counts.snapshots_published = doubled, totals_off, len(runs)
+        results.snapshot_runs = [run - origin for run in runs]
         times = [scored[index] for index in accepted if index in scored]
         edges = [sample.seconds for sample in results.samples[1:]] or [results.samples[-1].seconds]
         for sample, window in zip(results.samples[1:], latency_windows(edges, times, origin), strict=False):
@@ -519,9 +538,13 @@ def render(results: SoakResults) -> str:
         rss = [point.rss_mib for s in results.samples if (point := s.processes.get(name)) is not None]
         if rss:
             lines.append(f"{name:<10} {sparkline(rss)}  {min(rss):.1f} to {max(rss):.1f} MiB")
-    p99s = [s.latency.p99_ms for s in results.samples if s.latency and s.latency.p99_ms is not None]
-    if p99s:
+    windows = [s.latency for s in results.samples if s.latency and s.latency.p99_ms is not None]
+    if windows:
+        p99s = [window.p99_ms or 0.0 for window in windows]
         lines.append(f"{'p99':<10} {sparkline(p99s)}  {min(p99s):,.0f} to {max(p99s):,.0f} ms")
+        runs = results.snapshot_runs
+        marks = "".join("^" if any(w.start <= run < w.end for run in runs) else " " for w in windows)
+        lines.append(f"{'snapshot':<10} {marks}  (^: a snapshot run started in that interval)")
     lines += [
         "```",
         "",

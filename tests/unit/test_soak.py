@@ -19,8 +19,10 @@ from reliability.soak import (
     SoakResults,
     Verdict,
     judge,
+    latency_verdict,
     latency_windows,
     minute_edges,
+    near_snapshot,
     not_growing,
     process_verdicts,
     render,
@@ -202,3 +204,22 @@ def test_results_serialise_to_json() -> None:
     assert document["config"]["rate"] == 500.0
     assert document["samples"][1]["processes"]["ingest"]["fds"] == 10
     assert {v["check"] for v in document["verdicts"]} >= {"memory flat", "p99 stable"}
+
+
+def test_latency_spikes_are_put_next_to_snapshot_runs() -> None:
+    window = LatencyWindow(230.0, 240.0, 5000, 30.0, 1100.0)
+    assert near_snapshot(window, [236.0])
+    assert near_snapshot(window, [226.0])  # started just before: its last phase fell inside
+    assert not near_snapshot(window, [200.0, 245.0])
+    samples = _series([70] * 3)
+    samples[1].latency = LatencyWindow(0.0, 10.0, 100, 10.0, 20.0)
+    samples[2].latency = window
+    verdict = latency_verdict(SoakConfig(), samples, [236.0])
+    assert not verdict.ok
+    assert verdict.detail.endswith("1 above 1,000 ms (1 of them with a snapshot run)")
+
+
+def test_render_marks_the_intervals_where_a_snapshot_ran() -> None:
+    results = _results([None, 20, 30, 25, 40, 30, 20, 30, 20], Reconciliation(500, 500, 500))
+    results.snapshot_runs = [12.0, 42.0]
+    assert "snapshot    ^  ^     " in render(results)
