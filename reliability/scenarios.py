@@ -535,6 +535,9 @@ def _race_checks(database_url: str, program: Program, rounds: int, users: int) -
             )[0][0]
             spends = rows("SELECT COUNT(*) FROM ledger WHERE kind = 'spend'")[0][0]
             negative = rows("SELECT COUNT(*) FROM users WHERE points - spent < 0")[0][0]
+            refused = rows(
+                "SELECT COUNT(*) FROM redemptions WHERE status = 'rejected' AND COALESCE(reason, '') <> ''"
+            )[0][0]
     finally:
         engine.dispose()
     exact = [points for _, _, points in caps if points == RACE_CAP]
@@ -553,6 +556,11 @@ def _race_checks(database_url: str, program: Program, rounds: int, users: int) -
             f"reward_stock {[(r, s, n) for r, s, n in stock]}; fulfilled {won}",
         ),
         Check("no double redemption per user", per_user == 0, f"{per_user} users with two of one reward"),
+        Check(
+            "every other redemption recorded as rejected, with its reason",
+            refused == rounds * users * 2 - sum(won.values()),
+            f"{refused} rejected of {rounds * users * 2} redemptions",
+        ),
         Check(
             "one spend per fulfilled redemption, no negative balance",
             spends == sum(won.values()) and negative == 0,
