@@ -110,6 +110,7 @@ class LoadClient:
     records: dict[str, EventRecord] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
     in_flight: int = 0
+    waiting_retry: int = 0  # batches sleeping before a retry
     batches_sent: int = 0
     late_sends: int = 0
 
@@ -173,7 +174,11 @@ class LoadClient:
             if time.time() + wait - first > self.give_up_after:
                 self._settle(ids, Outcome.UNRESOLVED, None)
                 return
-            await asyncio.sleep(wait)
+            self.waiting_retry += 1
+            try:
+                await asyncio.sleep(wait)
+            finally:
+                self.waiting_retry -= 1
 
     async def _post(self, client: httpx.AsyncClient, number: int, body: bytes) -> Attempt:
         sent = time.time()
