@@ -56,12 +56,22 @@ GAMIFY_SNAPSHOTS_GCP_SERVICE_ACCOUNT none                      Workload Identity
 GAMIFY_SNAPSHOT_ACTIVE_DEADLINE      600                       Seconds a snapshot Job may run.
 GAMIFY_SNAPSHOT_STARTING_DEADLINE    120                       Seconds a missed snapshot run may still
                                                                start.
+GAMIFY_NATS_USERS_SECRET             none: no NATS users       `namespace/name` of the Secret the NATS
+                                                               server includes its users from (key
+                                                               `users.conf`); the operator keeps it. Needs
+                                                               GAMIFY_NATS_URL with the admin's login.
 ==================================== ========================= =============================================
 
 NetworkPolicy destinations: by default NATS and MySQL are reached by namespace
 (`kubernetes.io/metadata.name`, a label the API server sets and nobody can forge), because the
 pods behind a Service change IPs. A CIDR is for servers outside the cluster: most CNIs apply
 policies after Service DNAT, so an `ipBlock` must hold the server's own addresses.
+
+NATS users (`GAMIFY_NATS_USERS_SECRET`): each program's ingest and scoring sign in as their own
+NATS users (`gamify.provisioning.nats_auth`); the operator signs in as the admin named in
+GAMIFY_NATS_URL, which is also the admin entry of the users it writes. The program pods then get
+the NATS URL without any login (`workload_nats_url_for_pods`). Unset, the server is expected to
+take anyone (no authorization), and the pods get GAMIFY_WORKLOAD_NATS_URL as it is.
 """
 
 from __future__ import annotations
@@ -76,9 +86,9 @@ from decimal import Decimal, InvalidOperation
 from importlib.metadata import PackageNotFoundError, version
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-from gamify.settings import DEFAULT_MYSQL_URL, DEFAULT_NATS_URL, Servers, home
+from gamify.settings import DEFAULT_MYSQL_URL, DEFAULT_NATS_URL, Servers, home, without_login
 
 DEFAULT_IMAGE_REPOSITORY = "ghcr.io/gamify/gamify"
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -188,6 +198,25 @@ def _default_resources() -> dict[str, Resources]:
 
 
 @dataclass(frozen=True)
+class SecretRef:
+    """Where a Secret the operator keeps outside the programs' namespaces lives."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class NatsAdmin:
+    """The NATS admin login of the operator (from GAMIFY_NATS_URL)."""
+
+    user: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
     nats_url: str = DEFAULT_NATS_URL
     workload_nats_url: str = DEFAULT_NATS_URL
@@ -211,6 +240,7 @@ class OperatorConfig:
     snapshots_gcp_service_account: str | None = None
     snapshot_active_deadline_seconds: int = 600
     snapshot_starting_deadline_seconds: int = 120
+    nats_users_secret: SecretRef | None = None
     # Fixed by the images and the services' defaults; fields so tests and charts can see them.
     ingest_port: int = 8080
     ingest_service_port: int = 80
@@ -223,6 +253,20 @@ class OperatorConfig:
 
     def resources_of(self, workload: str) -> Resources:
         return self.resources[workload]
+
+    @property
+    def nats_users_enabled(self) -> bool:
+        return self.nats_users_secret is not None
+
+    @property
+    def workload_nats_url_for_pods(self) -> str:
+        """The NATS URL a program's pods get: with users, never a login (each workload signs in
+        as its own user, from GAMIFY_NATS_USER/GAMIFY_NATS_PASSWORD)."""
+        return without_login(self.workload_nats_url) if self.nats_users_enabled else self.workload_nats_url
+
+    def nats_admin(self) -> NatsAdmin:
+        """The admin login in GAMIFY_NATS_URL (checked at `from_env` when users are on)."""
+        return _url_login(self.nats_url, "GAMIFY_NATS_URL")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -256,7 +300,34 @@ class OperatorConfig:
             snapshots_gcp_service_account=reader.text("GAMIFY_SNAPSHOTS_GCP_SERVICE_ACCOUNT", "") or None,
             snapshot_active_deadline_seconds=reader.positive("GAMIFY_SNAPSHOT_ACTIVE_DEADLINE", 600),
             snapshot_starting_deadline_seconds=reader.positive("GAMIFY_SNAPSHOT_STARTING_DEADLINE", 120),
+            nats_users_secret=_nats_users_secret(reader, nats_url),
         )
+
+
+def _nats_users_secret(reader: _Reader, nats_url: str) -> SecretRef | None:
+    raw = reader.text("GAMIFY_NATS_USERS_SECRET", "")
+    if not raw:
+        return None
+    namespace, sep, name = raw.partition("/")
+    if not sep or not _DNS_LABEL.match(namespace) or not _DNS_SUBDOMAIN.match(name):
+        raise ConfigError(f"GAMIFY_NATS_USERS_SECRET={raw!r}: expected namespace/name")
+    _url_login(nats_url, "GAMIFY_NATS_URL")  # the admin entry of the users comes from it
+    return SecretRef(namespace, name)
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def _url_login(url: str, variable: str) -> NatsAdmin:
+    parts = urlsplit(url)
+    if not parts.username or not parts.password:
+        # The message names the variable, never the URL (it may hold half a login).
+        raise ConfigError(
+            f"{variable}: NATS users (GAMIFY_NATS_USERS_SECRET) need the admin's user and password"
+            " in the URL (nats://user:password@host:4222)"
+        )
+    return NatsAdmin(unquote(parts.username), unquote(parts.password))
 
 
 def _url_port(url: str, default: int) -> int:

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import kopf
 
 from gamify.logs import get_logger
+from gamify.settings import without_login
 from gamify_operator.config import OperatorConfig
 from gamify_operator.crd import GROUP, PLURAL, VERSION
 from gamify_operator.kube import Kube, new_api_client
@@ -129,15 +130,25 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         drain_timeout=timedelta(seconds=_env_seconds("GAMIFY_OPERATOR_DRAIN_TIMEOUT", 3600)),
         backoff_seconds=_env_seconds("GAMIFY_OPERATOR_BACKOFF", 5),
     )
-    memo.reconciler = Reconciler(config, kube, options)
+    reconciler = Reconciler(config, kube, options)
+    memo.reconciler = reconciler
     memo.locks = {}
     log.info(
         "operator configured",
-        nats=config.servers.nats_url,
+        nats=without_login(config.nats_url),  # never the admin's password, even masked
+        nats_users_secret=str(config.nats_users_secret) if config.nats_users_secret else None,
         bucket=config.bucket,
         selector=selector or None,
         timer_interval=TIMER_INTERVAL,
     )
+    if reconciler.nats_users is not None:
+        # The NATS server cannot start without the file it includes: write it (with the admin)
+        # before any program needs it. A failure here is retried by every reconcile.
+        try:
+            result = await reconciler.nats_users.sync()
+            log.info("NATS users Secret ready", secret=result.secret, programs=len(result.programs))
+        except Exception as exc:
+            log.warning("NATS users Secret not written at start-up", error=str(exc))
 
 
 @kopf.on.cleanup()

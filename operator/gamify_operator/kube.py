@@ -59,6 +59,11 @@ class KubeError(Exception):
     def not_found(self) -> bool:
         return self.status == 404
 
+    @property
+    def conflict(self) -> bool:
+        """Someone else wrote first (a stale resourceVersion, or created it meanwhile)."""
+        return self.status == 409
+
 
 def _api_message(exc: ApiException) -> str:
     try:
@@ -150,6 +155,26 @@ class Kube:
             raise _error(exc, kind, selector) from None
         return [dict(item) for item in result.to_dict().get("items", [])]
 
+    def _list_all(self, api_version: str, kind: str, selector: str) -> list[dict[str, Any]]:
+        try:
+            result = self._dynamic.get(self._resource(api_version, kind), label_selector=selector)
+        except ApiException as exc:
+            raise _error(exc, kind, selector) from None
+        return [dict(item) for item in result.to_dict().get("items", [])]
+
+    def _create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        try:
+            result = self._dynamic.create(
+                self._resource(obj["apiVersion"], obj["kind"]),
+                body=dict(obj),
+                namespace=meta.get("namespace"),
+                field_manager=self.field_manager,
+            )
+        except ApiException as exc:
+            raise _error(exc, obj["kind"], meta["name"]) from None
+        return dict(result.to_dict())
+
     def _delete(self, api_version: str, kind: str, name: str, namespace: str | None) -> bool:
         try:
             self._dynamic.delete(
@@ -187,8 +212,16 @@ class Kube:
     ) -> dict[str, Any] | None:
         return await asyncio.to_thread(self._get, api_version, kind, name, namespace)
 
+    async def list_all(self, api_version: str, kind: str, selector: str) -> list[dict[str, Any]]:
+        """Every object of a kind matching `selector`, in all namespaces."""
+        return await asyncio.to_thread(self._list_all, api_version, kind, selector)
+
     async def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self._list, api_version, kind, namespace, selector)
+
+    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Create `obj`; a KubeError with status 409 when it already exists."""
+        return await asyncio.to_thread(self._create, obj)
 
     async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         """Delete one object (dependents in the background); False if it was already gone."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import bcrypt
 import kopf
 from nats import connect as connect_nats
 from nats.js.errors import NotFoundError
@@ -37,9 +38,11 @@ from sqlalchemy.exc import DBAPIError
 from gamify.credentials import generate_api_key, generate_password, hash_api_key, parse_key_hashes
 from gamify.logs import get_logger
 from gamify.naming import ProgramNames
+from gamify.nats_login import WORKLOADS as NATS_WORKLOADS
 from gamify.program import KIND, OnDelete, Program, ProgramError, parse_program
 from gamify.provisioning import ProvisioningError, ProvisionResult, deprovision, provision
 from gamify.provisioning.mysql import program_url, render_url
+from gamify.provisioning.nats_auth import ProgramNatsCredentials, hash_password
 from gamify.snapshots.writer import SnapshotBusy, run_snapshot, snapshot_base
 from gamify_operator import lifecycle, status
 from gamify_operator.builders import (
@@ -61,10 +64,18 @@ from gamify_operator.builders.labels import (
     MANAGED_BY,
     ChildNames,
 )
-from gamify_operator.builders.secrets import API_KEY, API_KEY_HASHES, API_KEYS, DATABASE_PASSWORD
+from gamify_operator.builders.secrets import (
+    API_KEY,
+    API_KEY_HASHES,
+    API_KEYS,
+    DATABASE_PASSWORD,
+    nats_password_hash_key,
+    nats_password_key,
+)
 from gamify_operator.config import OperatorConfig
 from gamify_operator.kube import NAMESPACED_CHILD_KINDS, PROGRAM_API_VERSION, Kube, KubeError
 from gamify_operator.lifecycle import Lifecycle, Phase
+from gamify_operator.nats_users import NatsUsers, NatsUsersError
 from gamify_operator.status import Condition
 
 log = get_logger(__name__)
@@ -189,6 +200,8 @@ class Reconciler:
         # `context`/`op` are process-global proxies, so two programs migrating in two threads
         # at once cross their connections ("Table ... already exists").
         self.provisioning = asyncio.Lock()
+        # The NATS server's users Secret, when the platform's NATS has users.
+        self.nats_users = NatsUsers(config, kube) if config.nats_users_enabled else None
 
     def backoff(self, retry: int) -> float:
         return min(MAX_BACKOFF_SECONDS, self.options.backoff_seconds * 2 ** max(retry, 0))
@@ -270,6 +283,7 @@ class Reconciler:
             on_delete = str((raw.get("retention") or {}).get("onDelete") or OnDelete.retain.value)
             bucket = (raw.get("snapshots") or {}).get("bucket") or self.config.bucket
         names = ProgramNames(name)
+        await self._drop_nats_users(name, post)
         try:
             live = await self.kube.get("v1", "Namespace", names.namespace)
             if live is not None and (live["metadata"].get("labels") or {}).get(LABEL_PROGRAM) == name:
@@ -293,6 +307,21 @@ class Reconciler:
                 " (retention.onDelete: Retain)",
             )
         log.info("program deleted", program=name, on_delete=on_delete)
+
+    async def _drop_nats_users(self, name: str, post: EventPoster) -> None:
+        """The program's NATS users leave the server's users before anything else goes: its
+        NATS Secret first (so no other program's sync adds them back), then the users Secret."""
+        if self.nats_users is None:
+            return
+        children = ChildNames(name)
+        try:
+            await self.kube.delete("v1", "Secret", children.nats_secret, children.namespace)
+            result = await self.nats_users.sync()
+        except (KubeError, NatsUsersError) as exc:
+            post(WARNING, "DeleteFailed", f"NATS users: {exc}")
+            raise kopf.TemporaryError(f"removing NATS users: {exc}", delay=10) from None
+        if name not in result.programs:
+            post(NORMAL, "NatsUsersRemoved", f"NATS users of {name} removed from {result.secret}")
 
 
 class _Run:
@@ -383,12 +412,20 @@ class _Run:
                 await self.kube.apply(secret)
         except KubeError as exc:
             return self.failed(Condition.failed(status.SECRETS, "ApplyFailed", str(exc)), "ApplyFailed")
+        users = ""
+        if self.r.nats_users is not None:
+            try:
+                synced = await self.r.nats_users.sync()
+            except NatsUsersError as exc:
+                failure = Condition.failed(status.SECRETS, "NatsUsersFailed", str(exc))
+                return self.failed(failure, "ApplyFailed")
+            users = f"; NATS users in {synced.secret}"
         self.conditions.append(
             Condition.ok(
                 status.SECRETS,
                 "Stored",
                 f"{_count(len(secrets.api_keys), 'active API key')} in {self.children.api_keys_secret};"
-                f" credentials in {self.children.database_secret} and {self.children.nats_secret}",
+                f" credentials in {self.children.database_secret} and {self.children.nats_secret}{users}",
             )
         )
         if generated:
@@ -531,9 +568,25 @@ class _Run:
             password = generate_password()
             generated.append("the database password")
         url = render_url(program_url(self.config.mysql_admin_url, self.names, password))
+        credentials: ProgramNatsCredentials | None = None
+        hashes: dict[str, str] = {}
+        if self.r.nats_users is not None:  # without NATS users nobody would sign in with them
+            nats = await self.kube.get("v1", "Secret", self.children.nats_secret, namespace_)
+            credentials, hashes, nats_generated = await asyncio.to_thread(
+                nats_users_of, self.name, (nats or {}).get("data")
+            )
+            if nats_generated:
+                generated.append("the NATS passwords")
+        nats_passwords = (credentials.ingest_password, credentials.scoring_password) if credentials else ()
         self.password = password
-        self.secret_values = (password, url, *api_keys)
-        values = ProgramSecrets(api_keys=api_keys, database_url=url, nats_url=self.config.workload_nats_url)
+        self.secret_values = (password, url, *api_keys, *nats_passwords)
+        values = ProgramSecrets(
+            api_keys=api_keys,
+            database_url=url,
+            nats_url=self.config.workload_nats_url_for_pods,
+            nats_credentials=credentials,
+            nats_password_hashes=hashes,
+        )
         # The plain keys are the truth: hashes and the list are derived again from them.
         keep = {k: v for k, v in keys_data.items() if k not in (API_KEYS, API_KEY_HASHES)}
         existing = {self.children.api_keys_secret: keep} if keep else {}
@@ -550,7 +603,9 @@ class _Run:
             for obj in (
                 keys,
                 database_secret(program, secrets.database_url),
-                nats_secret(program, secrets.nats_url, secrets.nats_credentials),
+                nats_secret(
+                    program, secrets.nats_url, secrets.nats_credentials, secrets.nats_password_hashes
+                ),
             )
         ]
 
@@ -631,6 +686,36 @@ class _Run:
             " to zero, snapshot CronJob suspended",
         )
         return record
+
+
+def nats_users_of(
+    program: str, data: Mapping[str, str] | None
+) -> tuple[ProgramNatsCredentials, dict[str, str], bool]:
+    """The program's NATS passwords from its live NATS Secret, generated when absent, and their
+    bcrypt hashes (kept while they match: a new salt would rewrite the server's users for
+    nothing). Returns (credentials, hashes, whether passwords were generated). Blocking (bcrypt)."""
+    stored = {w: read_secret(data, nats_password_key(w)) for w in NATS_WORKLOADS}
+    generated = not all(stored.values())
+    fresh = ProgramNatsCredentials.generate(program)
+    # A password missing alone (edited by hand) is made again; the other one is kept.
+    credentials = ProgramNatsCredentials(
+        program,
+        ingest_password=stored["ingest"] or fresh.ingest_password,
+        scoring_password=stored["scoring"] or fresh.scoring_password,
+    )
+    hashes = {}
+    for workload in NATS_WORKLOADS:
+        password = credentials.password(workload)
+        known = read_secret(data, nats_password_hash_key(workload)) or ""
+        hashes[workload] = known if _matches(password, known) else hash_password(password)
+    return credentials, hashes, generated
+
+
+def _matches(password: str, hashed: str) -> bool:
+    try:
+        return bool(hashed) and bcrypt.checkpw(password.encode("utf-8"), hashed.encode("ascii"))
+    except ValueError:  # not a bcrypt hash
+        return False
 
 
 def _around_failure(failed: str) -> list[Condition]:

@@ -1,4 +1,4 @@
-"""The program's Secrets: API keys, its database user, its NATS connection.
+"""The program's Secrets: API keys, its database user, its NATS connection and users.
 
 Values are inputs: the handler generates keys and passwords once and never replaces them
 (`merge_secret` keeps what a live Secret already holds). Data is base64 (`data`, not the
@@ -8,6 +8,12 @@ write-only `stringData`) so a built Secret compares equal to the one read back f
 (`kubectl get secret ... -o jsonpath='{.data.api-key}' | base64 -d`), and their SHA-256 hashes:
 only the hashes key is ever referenced by a pod. Several keys may be active at once, for
 rotation: the first is the current one.
+
+`<program>-nats` holds the NATS URL (no login when the platform has NATS users) and the
+program's two NATS users (`gamify.provisioning.nats_auth`): user, password and the password's
+bcrypt hash for ingest and scoring. Pods read their own user and password; the operator copies
+only the hashes into the NATS server's users Secret (`builders.nats_users`), found by the
+`gamification.io/nats-users` label.
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from gamify.credentials import hash_api_key
+from gamify.naming import ProgramNames
+from gamify.nats_login import INGEST, SCORING, WORKLOADS
 from gamify.program import Program
+from gamify.provisioning.nats_auth import ProgramNatsCredentials
 from gamify_operator.builders.labels import COMPONENT_CREDENTIALS, ChildNames, metadata
 
 # Keys of `<program>-api-keys`.
@@ -37,7 +46,25 @@ DATABASE_PORT = "port"
 DATABASE_NAME = "database"
 # Keys of `<program>-nats`.
 NATS_URL = "url"
-NATS_CREDENTIALS = "credentials"  # a NATS .creds file, once programs get their own NATS users
+# The label that marks `<program>-nats` as holding NATS users (the users Secret is built from
+# every Secret carrying it).
+LABEL_NATS_USERS = "gamification.io/nats-users"
+
+
+def nats_user_key(workload: str) -> str:
+    return f"{workload}-user"
+
+
+def nats_password_key(workload: str) -> str:
+    return f"{workload}-password"
+
+
+def nats_password_hash_key(workload: str) -> str:
+    return f"{workload}-password-hash"
+
+
+NATS_INGEST_USER, NATS_INGEST_PASSWORD = nats_user_key(INGEST), nats_password_key(INGEST)
+NATS_SCORING_USER, NATS_SCORING_PASSWORD = nats_user_key(SCORING), nats_password_key(SCORING)
 
 
 @dataclass(frozen=True)
@@ -47,7 +74,9 @@ class ProgramSecrets:
     api_keys: Sequence[str] = field(repr=False)
     database_url: str = field(repr=False)
     nats_url: str
-    nats_credentials: str | None = field(default=None, repr=False)
+    # The program's NATS users: plain passwords and their bcrypt hashes (by workload).
+    nats_credentials: ProgramNatsCredentials | None = field(default=None, repr=False)
+    nats_password_hashes: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.api_keys or not all(self.api_keys):
@@ -106,18 +135,35 @@ def database_secret(program: Program, database_url: str) -> dict[str, Any]:
     return _secret(program, ChildNames(program.name).database_secret, values)
 
 
-def nats_secret(program: Program, nats_url: str, credentials: str | None = None) -> dict[str, Any]:
+def nats_secret(
+    program: Program,
+    nats_url: str,
+    credentials: ProgramNatsCredentials | None = None,
+    password_hashes: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The URL, and with `credentials` both users (name, password, hash of the password)."""
     values = {NATS_URL: nats_url}
-    if credentials is not None:
-        values[NATS_CREDENTIALS] = credentials
-    return _secret(program, ChildNames(program.name).nats_secret, values)
+    secret = _secret(program, ChildNames(program.name).nats_secret, values)
+    if credentials is None:
+        return secret
+    hashes = password_hashes or {}
+    names = ProgramNames(program.name)
+    for workload in WORKLOADS:
+        if workload not in hashes:
+            raise ValueError(f"no password hash for the {workload} NATS user")
+        values[nats_user_key(workload)] = names.nats_workload_user(workload)
+        values[nats_password_key(workload)] = credentials.password(workload)
+        values[nats_password_hash_key(workload)] = hashes[workload]
+    secret = _secret(program, ChildNames(program.name).nats_secret, values)
+    secret["metadata"]["labels"][LABEL_NATS_USERS] = "true"
+    return secret
 
 
 def program_secrets(program: Program, secrets: ProgramSecrets) -> list[dict[str, Any]]:
     return [
         api_keys_secret(program, secrets.api_keys),
         database_secret(program, secrets.database_url),
-        nats_secret(program, secrets.nats_url, secrets.nats_credentials),
+        nats_secret(program, secrets.nats_url, secrets.nats_credentials, secrets.nats_password_hashes),
     ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gamify.nats_login import ENV_PASSWORD, ENV_USER
 from gamify.program import Program
 from gamify_operator.builders import pods
 from gamify_operator.builders.configmap import config_checksum
@@ -24,7 +25,14 @@ from gamify_operator.builders.labels import (
     selector_labels,
 )
 from gamify_operator.builders.scaling import autoscaling_bounds, ingest_replicas, ingest_steady_replicas
-from gamify_operator.builders.secrets import API_KEY_HASHES, DATABASE_URL, NATS_URL, data_checksum
+from gamify_operator.builders.secrets import (
+    API_KEY_HASHES,
+    DATABASE_URL,
+    NATS_URL,
+    data_checksum,
+    nats_password_key,
+    nats_user_key,
+)
 from gamify_operator.config import OperatorConfig
 
 INGEST_GRACE_SECONDS = 30  # preStop 5s + uvicorn's 20s graceful shutdown, with room
@@ -87,6 +95,19 @@ def pod_template(
     }
 
 
+def nats_env(program: Program, config: OperatorConfig, workload: str) -> list[dict[str, Any]]:
+    """The NATS URL, and with NATS users the workload's own user and password, all from the
+    program's NATS Secret (`gamify.nats_login.NatsLogin.from_env` reads them)."""
+    secret = ChildNames(program.name).nats_secret
+    env = [pods.from_secret("GAMIFY_NATS_URL", secret, NATS_URL)]
+    if config.nats_users_enabled:
+        env += [
+            pods.from_secret(ENV_USER, secret, nats_user_key(workload)),
+            pods.from_secret(ENV_PASSWORD, secret, nats_password_key(workload)),
+        ]
+    return env
+
+
 def _scrape(port: int, path: str = "/metrics") -> dict[str, str]:
     return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": path}
 
@@ -140,7 +161,7 @@ def ingest_deployment(
         config,
         args=["run", INGEST],
         env=[
-            pods.from_secret("GAMIFY_NATS_URL", names.nats_secret, NATS_URL),
+            *nats_env(program, config, INGEST),
             # Hashes only: the plain keys never reach a pod.
             pods.from_secret("GAMIFY_API_KEY_HASHES", names.api_keys_secret, API_KEY_HASHES),
             pods.literal("GAMIFY_INGEST_HOST", "0.0.0.0"),
@@ -187,7 +208,7 @@ def scoring_deployment(
         config,
         args=["run", SCORING],
         env=[
-            pods.from_secret("GAMIFY_NATS_URL", names.nats_secret, NATS_URL),
+            *nats_env(program, config, SCORING),
             pods.from_secret("GAMIFY_DATABASE_URL", names.database_secret, DATABASE_URL),
             pods.literal("GAMIFY_METRICS_PORT", str(config.metrics_port)),
         ],

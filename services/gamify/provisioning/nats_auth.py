@@ -133,13 +133,16 @@ def user_entries(program: str, hashes: Mapping[str, str]) -> list[dict[str, Any]
     ]
 
 
-def render_users(admin_hash: str, programs: Mapping[str, Mapping[str, str]]) -> str:
+def render_users(
+    admin_hash: str, programs: Mapping[str, Mapping[str, str]], *, admin_user: str = ADMIN_USER
+) -> str:
     """The `authorization` block: the admin and every program's users, in program order.
 
     Written as JSON, which the NATS config format accepts as is; quoted strings are never
-    expanded as `$variables`, so the `$2a$...` hashes stay literal.
+    expanded as `$variables`, so the `$2a$...` hashes stay literal. `admin_user`: the operator
+    names its admin in its own NATS URL.
     """
-    users: list[dict[str, Any]] = [{"user": ADMIN_USER, "password": admin_hash}]
+    users: list[dict[str, Any]] = [{"user": admin_user, "password": admin_hash}]
     for program in sorted(programs):
         users.extend(user_entries(program, programs[program]))
     body = json.dumps({"users": users}, indent=2)
