@@ -246,6 +246,41 @@ def test_standalone_with_one_replica_peering_with_more(helm: Callable[..., Any])
     ]
 
 
+def test_nats_users_secret_gets_its_env_and_a_role_on_that_name_only(helm: Callable[..., Any]) -> None:
+    docs = render(helm, "-f", str(CHART / "ci" / "full-values.yaml"))
+    env = container_env(find(docs, "Deployment"))
+    assert env["GAMIFY_NATS_USERS_SECRET"] == "nats/gamify-nats-users"
+    role = find(docs, "Role")
+    assert role["metadata"]["namespace"] == "nats"
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["gamify-nats-users"],
+         "verbs": ["get", "patch", "update"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+    ]  # fmt: skip
+    binding = find(docs, "RoleBinding")
+    assert binding["metadata"]["namespace"] == "nats"
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "gamify-operator-sa", "namespace": "gamify-system"}
+    ]
+
+    # Its own namespace when set; none of it without a name (a NATS without authorization).
+    other = render(
+        helm, "-f", str(CHART / "ci" / "default-values.yaml"),
+        "--set", "nats.usersSecret.name=users", "--set", "nats.usersSecret.namespace=messaging",
+    )  # fmt: skip
+    assert container_env(find(other, "Deployment"))["GAMIFY_NATS_USERS_SECRET"] == "messaging/users"
+    assert find(other, "Role")["metadata"]["namespace"] == "messaging"
+    plain = render(helm, "-f", str(CHART / "ci" / "default-values.yaml"))
+    assert "GAMIFY_NATS_USERS_SECRET" not in container_env(find(plain, "Deployment"))
+    assert not [d for d in plain if d["kind"] in ("Role", "RoleBinding")]
+    bad = helm(
+        "template", "r", str(CHART), "-f", str(CHART / "ci" / "default-values.yaml"),
+        "--set", "nats.usersSecret.name=Not_A_Name",
+    )  # fmt: skip
+    assert bad.returncode != 0 and "values don't meet the specifications of the schema" in bad.stderr
+
+
 def test_deployment_is_hardened_and_maps_values_to_env(helm: Callable[..., Any]) -> None:
     docs = render(helm, "-f", str(CHART / "ci" / "full-values.yaml"))
     deployment = find(docs, "Deployment")
@@ -286,6 +321,8 @@ def test_deployment_is_hardened_and_maps_values_to_env(helm: Callable[..., Any])
     from gamify_operator.config import OperatorConfig
 
     plain = {k: v for k, v in env.items() if isinstance(v, str)}
+    # The URL comes from the Secret nats.existingSecret; with NATS users it names the admin.
+    plain["GAMIFY_NATS_URL"] = "nats://admin:password@nats.nats.svc.cluster.local:4222"
     config = OperatorConfig.from_env(plain)
     assert config.image == "registry.example.com/gamify/gamify-workloads:0.1.0-debug"
     assert config.nats.cidrs == ("10.10.0.0/24",) and config.mysql.pod_labels == {

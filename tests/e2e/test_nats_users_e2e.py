@@ -196,12 +196,11 @@ def test_programs_run_end_to_end_with_their_own_nats_users(
                 crd.GROUP, crd.VERSION, crd.PLURAL, document(name, now - timedelta(days=1))
             )
         for name in (a, b):
-            deadline.wait(
-                f"{name} Active",
-                lambda n=name: is_active(read_program(programs, n)),
-                60,
-                lambda: operator.log()[-4000:],
-            )
+
+            def active(program: str = name) -> bool:
+                return is_active(read_program(programs, program))
+
+            deadline.wait(f"{name} Active", active, 60, lambda: operator.log()[-4000:])
 
         namespace = ProgramNames(a).namespace
         ingest = pod_spec_of(as_json(kube_api, apps.read_namespaced_deployment("ingest", namespace)))
