@@ -80,6 +80,16 @@ def with_password(url: str, user: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
 
 
+def signed_in(url: str, user: str, made_up_password: str) -> tuple[str, str]:
+    """(a NATS URL that signs in, its password). On a server with users (the one-machine mode
+    since per-program NATS users) that is the admin URL the fixtures give, whose password is then
+    the secret to hunt; on one without, any user and password get in, so a made-up one is used."""
+    password = urlsplit(url).password
+    if password:
+        return url, password
+    return with_password(url, user, made_up_password), made_up_password
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -128,14 +138,14 @@ class Setting:
 def setting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nats_url: str, mysql_admin_url: str, gcs_bucket: str
 ) -> Iterator[Setting]:
-    nats_password = f"natspw{secrets.token_hex(12)}"
+    signed_in_nats_url, nats_password = signed_in(nats_url, "leaker", f"natspw{secrets.token_hex(12)}")
     with admin_with_password(mysql_admin_url) as (admin_url, admin_password):
         program = unique_program_id("leak")
         program_file = tmp_path / f"{program}.yaml"
         program_file.write_text(yaml.safe_dump(program_document(program)))
         values = {
             "GAMIFY_HOME": str(tmp_path / "home"),
-            "GAMIFY_NATS_URL": with_password(nats_url, "leaker", nats_password),
+            "GAMIFY_NATS_URL": signed_in_nats_url,
             "GAMIFY_MYSQL_URL": admin_url,
             "GAMIFY_BUCKET": f"gs://{gcs_bucket}",
             "GAMIFY_LOG_LEVEL": "DEBUG",

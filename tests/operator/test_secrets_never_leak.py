@@ -34,7 +34,7 @@ from gamify_operator import crd
 from gamify_operator.kube import NAMESPACED_CHILD_KINDS
 from tests.cluster import wait_until
 from tests.conftest import unique_program_id
-from tests.integration.test_secrets_never_leak import admin_with_password, with_password
+from tests.integration.test_secrets_never_leak import admin_with_password, signed_in, with_password
 from tests.operator.test_operator import OperatorProcess, program_document
 
 RUN_LABEL = "gamification.io/test-run"
@@ -100,11 +100,12 @@ def operator(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     home = tmp_path_factory.mktemp("leak-operator")
+    operator_nats_url, passwords.operator_nats = signed_in(nats_url, "operator", passwords.operator_nats)
     env = {
         **os.environ,
         "KUBECONFIG": kubeconfig,
         "GAMIFY_HOME": str(home / "home"),
-        "GAMIFY_NATS_URL": with_password(nats_url, "operator", passwords.operator_nats),
+        "GAMIFY_NATS_URL": operator_nats_url,
         "GAMIFY_WORKLOAD_NATS_URL": with_password(nats_url, "workload", passwords.workload_nats),
         "GAMIFY_MYSQL_URL": admin_url,
         "GAMIFY_BUCKET": f"gs://{bucket}",
