@@ -12,12 +12,14 @@ computes accept->scored latency per interval (ingest's receivedAt to the events 
 scored_at, as bench/latency_bench.py does) and reconciles every accepted event against the
 events table and the ledger.
 
-Verdicts: per process, memory flat (the last third's median RSS within 10% + 8 MiB of the
-second third's: the first third is warm-up), file descriptors and TCP sockets not growing
-(same comparison, a few handles of slack); no interval's p99 above the bound; every request
+Verdicts: per process, after a warm-up (the first third of the run, and at least two snapshot
+intervals) the rest is split in two halves: memory flat (the later half's median RSS within
+10% + 8 MiB of the earlier half's), file descriptors and TCP sockets not growing (same
+comparison, a few handles of slack); a run too short for two samples per half leaves these
+"not judged" (a 1-minute smoke run). Then: no interval's p99 above the bound; every request
 answered 202; every accepted event scored exactly once. Prints a markdown section, writes the
-results as JSON with --json, and exits 1 when a verdict fails (2 when the soak could not run).
-The program's stream, schema, user and files are deleted afterwards.
+results as JSON with --json, and exits 1 when a judged verdict fails (2 when the soak could not
+run). The program's stream, schema, user and files are deleted afterwards.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ LOAD_START_TIMEOUT = 120.0  # the load generator builds all its events before it
 # A latency spike is put next to a snapshot run that started this long before its interval
 # (a run takes a few seconds; its last phase marks the published users in the database).
 SNAPSHOT_REACH_SECONDS = 5.0
+MIN_JUDGED_SAMPLES = 2  # per half: fewer and a process's trend is not judged
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,9 @@ class SoakConfig:
     sample_seconds: float = 10.0
     snapshot_interval: float = 30.0  # seconds between the snapshot writer's runs
     p99_bound_seconds: float = 1.0  # no interval's accept->scored p99 above this
-    memory_ratio: float = 0.10  # last third's median RSS <= second third's * (1 + ratio) + slack
+    memory_ratio: float = 0.10  # later median RSS <= earlier median * (1 + ratio) + slack
     memory_slack_mib: float = 8.0
-    handle_slack: int = 4  # fds and TCP sockets: last third's median <= second third's + slack
+    handle_slack: int = 4  # fds and TCP sockets: later median <= earlier median + slack
     settle_timeout: float = 180.0  # for scoring to drain after the load
 
     @property
@@ -136,6 +139,7 @@ class Verdict:
     check: str
     ok: bool
     detail: str
+    judged: bool = True  # False: the run was too short to say (ok is then meaningless)
 
 
 @dataclass
@@ -155,7 +159,8 @@ class SoakResults:
 
     @property
     def ok(self) -> bool:
-        return bool(self.verdicts) and all(verdict.ok for verdict in self.verdicts)
+        judged = [verdict for verdict in self.verdicts if verdict.judged]
+        return bool(judged) and all(verdict.ok for verdict in judged)
 
     def to_json(self) -> bytes:
         return orjson.dumps({**dataclasses.asdict(self), "ok": self.ok}, option=orjson.OPT_INDENT_2)
@@ -231,31 +236,45 @@ def minute_edges(duration: float) -> list[float]:
 # -- verdicts (pure) ------------------------------------------------------------------------------
 
 
-def thirds(values: Sequence[float]) -> tuple[list[float], list[float]]:
-    """The second and the last third of a series (the first third is warm-up)."""
-    count = len(values)
-    return list(values[count // 3 : 2 * count // 3]), list(values[2 * count // 3 :])
+def judged_spans(config: SoakConfig, seconds: Sequence[float]) -> tuple[list[int], list[int], float]:
+    """Indexes of the samples compared, earlier and later, and the warm-up they follow.
+
+    Warm-up: the first third of the run, and at least two snapshot intervals (the snapshot
+    writer's first full run comes one interval in and sets its working size). The rest is split
+    in two halves by time."""
+    if not seconds:
+        return [], [], 0.0
+    end = seconds[-1]
+    warmup = max(end / 3, 2 * config.snapshot_interval)
+    middle = (warmup + end) / 2
+    earlier = [index for index, at in enumerate(seconds) if warmup <= at < middle]
+    later = [index for index, at in enumerate(seconds) if at >= middle]
+    return earlier, later, warmup
 
 
-def not_growing(values: Sequence[float], ratio: float, slack: float) -> tuple[bool, float, float]:
-    """Whether the last third's median stays within `ratio` and `slack` of the second third's;
-    also both medians."""
-    middle, last = thirds(values)
-    if not middle or not last:
-        return False, float("nan"), float("nan")
-    before, after = statistics.median(middle), statistics.median(last)
+def not_growing(
+    earlier: Sequence[float], later: Sequence[float], ratio: float, slack: float
+) -> tuple[bool, float, float]:
+    """Whether the later median stays within `ratio` and `slack` of the earlier one; also both."""
+    before, after = statistics.median(earlier), statistics.median(later)
     return after <= before * (1 + ratio) + slack, before, after
 
 
 def process_verdicts(config: SoakConfig, samples: Sequence[Sample]) -> list[Verdict]:
+    seconds = [sample.seconds for sample in samples]
+    earlier, later, warmup = judged_spans(config, seconds)
     verdicts = []
     for name in PROCESSES:
         seen = [sample.processes.get(name) for sample in samples]
-        if len(seen) < 3 or any(point is None for point in seen):
+        if not seen or any(point is None for point in seen):
             gone = sum(point is None for point in seen)
             verdicts.append(
                 Verdict(name, "stayed up", False, f"{len(seen)} samples, process gone in {gone} of them")
             )
+            continue
+        if len(earlier) < MIN_JUDGED_SAMPLES or len(later) < MIN_JUDGED_SAMPLES:
+            detail = f"{seconds[-1]:.0f} s of samples: too short after a {warmup:.0f} s warm-up"
+            verdicts.append(Verdict(name, "memory, fds, TCP sockets", True, detail, judged=False))
             continue
         points = [point for point in seen if point is not None]
         checks: list[tuple[str, Callable[[ProcessSample], float], float, float, str]] = [
@@ -263,9 +282,16 @@ def process_verdicts(config: SoakConfig, samples: Sequence[Sample]) -> list[Verd
             ("fds not growing", lambda p: p.fds, 0.0, config.handle_slack, ""),
             ("TCP sockets not growing", lambda p: p.tcp, 0.0, config.handle_slack, ""),
         ]
+        spans = (
+            f"{seconds[earlier[0]]:.0f}-{seconds[earlier[-1]]:.0f} s",
+            f"{seconds[later[0]]:.0f}-{seconds[later[-1]]:.0f} s",
+        )
         for check, value, ratio, slack, unit in checks:
-            ok, before, after = not_growing([value(point) for point in points], ratio, slack)
-            detail = f"median {before:.1f}{unit} (2nd third) -> {after:.1f}{unit} (last third)"
+            values = [value(point) for point in points]
+            ok, before, after = not_growing(
+                [values[i] for i in earlier], [values[i] for i in later], ratio, slack
+            )
+            detail = f"median {before:.1f}{unit} at {spans[0]} -> {after:.1f}{unit} at {spans[1]}"
             verdicts.append(Verdict(name, check, ok, detail))
     return verdicts
 
@@ -557,13 +583,14 @@ def render(results: SoakResults) -> str:
         "|---|---|---|---|",
     ]
     for verdict in results.verdicts:
-        mark = "pass" if verdict.ok else "**FAIL**"
+        mark = "not judged" if not verdict.judged else "pass" if verdict.ok else "**FAIL**"
         lines.append(f"| {verdict.subject} | {verdict.check} | {mark} | {verdict.detail} |")
     lines += [
         "",
-        f"Overall: **{'pass' if results.ok else 'FAIL'}**. Rules: memory flat = the last third's median "
-        f"RSS <= the second third's x {1 + config.memory_ratio:g} + {config.memory_slack_mib:g} MiB (the "
-        f"first third is warm-up); fds and TCP sockets: last third's median <= second third's + "
+        f"Overall: **{'pass' if results.ok else 'FAIL'}**. Rules: after a warm-up (the first third of "
+        f"the run, and at least two snapshot intervals), the rest is split in two halves; memory flat = "
+        f"the later half's median RSS <= the earlier half's x {1 + config.memory_ratio:g} + "
+        f"{config.memory_slack_mib:g} MiB; fds and TCP sockets: later median <= earlier median + "
         f"{config.handle_slack}; p99 stable = no {config.sample_seconds:g}-s interval above "
         f"{config.p99_bound_seconds * 1000:,.0f} ms.",
         "",
