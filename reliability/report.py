@@ -145,6 +145,15 @@ def foreign_sections(existing: str) -> dict[str, str]:
     return {match["name"]: match["body"] for match in _SECTION.finditer(existing)}
 
 
+def with_section(page: str, name: str, body: str) -> str:
+    """`page` with the place of section `name` now holding `body` (the rest untouched); a page
+    without that place gets it at the end."""
+    block = f"<!-- section:{name} -->\n{body.rstrip()}\n\n<!-- /section:{name} -->"
+    if name not in foreign_sections(page):
+        return page.rstrip("\n") + "\n\n" + block + "\n"
+    return _SECTION.sub(lambda match: block if match["name"] == name else match[0], page)
+
+
 def render(results: RunResults, existing: str = "") -> str:
     kept = foreign_sections(existing)
     verdict = "every scenario passed" if results.ok else "**some scenarios FAILED**"

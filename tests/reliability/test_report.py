@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reliability.report import RunResults, foreign_sections, render
+from reliability.report import RunResults, foreign_sections, render, with_section
 
 
 def scenario(name: str, lost: int = 0, double: int = 0, passed: bool = True) -> dict[str, Any]:
@@ -80,3 +80,17 @@ def test_soak_and_bad_input_places_are_marked_and_kept_when_rendering_again() ->
     assert foreign_sections(again)["soak"].strip() == "## Soak\n\nmemory flat over 10 minutes"
     assert "### Scenario two" in again
     assert render(results(scenario("one")), existing=first) == first  # stable
+
+
+def test_with_section_fills_one_place_and_leaves_the_rest() -> None:
+    page = render(results(scenario("one")))
+    filled = with_section(page, "bad-input", "## Bad input\n\n5,000 cases, 0 server errors")
+    assert foreign_sections(filled)["bad-input"].strip() == "## Bad input\n\n5,000 cases, 0 server errors"
+    assert foreign_sections(filled)["soak"] == foreign_sections(page)["soak"]
+    assert filled.replace(foreign_sections(filled)["bad-input"], "") == page.replace(
+        foreign_sections(page)["bad-input"], ""
+    )
+    # Filling it again replaces, never appends; a page without the place gets it at the end.
+    again = with_section(filled, "bad-input", "## Bad input\n\nsecond run")
+    assert again.count("<!-- section:bad-input -->") == 1 and "second run" in again
+    assert foreign_sections(with_section("# Other page\n", "soak", "## Soak"))["soak"].strip() == "## Soak"
