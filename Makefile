@@ -23,7 +23,7 @@ export GAMIFY_MYSQL_URL ?= mysql+pymysql://root@127.0.0.1:$(GAMIFY_MYSQL_PORT)/
 export STORAGE_EMULATOR_HOST ?= http://127.0.0.1:$(GAMIFY_GCS_PORT)
 
 # mypy checks the operator package too once it exists.
-MYPY_PACKAGES := -p gamify $(if $(wildcard operator/gamify_operator/__init__.py),-p gamify_operator)
+MYPY_PACKAGES := -p gamify $(if $(wildcard operator/gamify_operator/__init__.py),-p gamify_operator) -p bench -p reliability
 
 .PHONY: help venv servers-up servers-down servers-status crds cluster-build cluster-up cluster-down test lint demo \
 	bench clean images kind-up deploy kind-down
