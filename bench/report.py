@@ -129,8 +129,17 @@ def _scoring_figures(r: ScoringResults) -> dict[str, str]:
     db_worker = _med(x["MariaDB: CPU ms per 1,000 events, worker"])
     db_raw = _med(x["MariaDB: CPU ms per 1,000 events, raw insert"])
     worker_rate = _med(r.scoring)
+    worker_us = _med(x["worker: CPU ms per 1,000 events"])
+    driver_us = _med(x["raw insert (driver): CPU ms per 1,000 events"])
+    # CPU per event of the whole path (client process + MariaDB), scoring vs the raw insert.
+    total_us, raw_total_us = worker_us + db_worker, driver_us + db_raw
     return {
         "ratio": _pct(r.ratio.median),
+        "total_us": f"{total_us:.0f}",
+        "raw_total_us": f"{raw_total_us:.0f}",
+        "cpu_ratio": _pct(raw_total_us / total_us),
+        "two_core_ratio": _pct(2 * raw_total_us / total_us),
+        "target_total_us": f"{2 * raw_total_us / SCORING_TARGET:.0f}",
         "worker_us": f"{_med(x['worker: CPU ms per 1,000 events']):.0f}",
         "worker_cores": f"{_med(x['worker: cores busy']):.2f}",
         "driver_us": f"{_med(x['raw insert (driver): CPU ms per 1,000 events']):.0f}",
