@@ -76,6 +76,13 @@ def gcs_bucket(gcs_client) -> Iterator[str]:  # type: ignore[no-untyped-def]
     bucket.delete()
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for a private server or process)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def unique_program_id(prefix: str = "t") -> str:
     """A program id no other test uses (DNS label, <= 40 chars)."""
     return f"{prefix}-{secrets.token_hex(4)}"

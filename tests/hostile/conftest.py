@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from gamify.ingest.app import create_app
 from gamify.naming import ProgramNames
 from gamify.program import Program, dump_program
 from gamify.provisioning.nats import delete_stream, ensure_stream
+from tests.conftest import free_port
 from tests.integration.test_ingest import AUTH, KEY, make_program, running
 
 __all__ = ["AUTH", "KEY", "IngestProcess", "ingest_process", "stream_count"]
@@ -72,12 +72,6 @@ async def hostile_client(nats_url: str) -> AsyncIterator[httpx.AsyncClient]:
             yield http
     finally:
         await _deprovision(nats_url, program)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

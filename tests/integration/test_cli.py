@@ -18,6 +18,7 @@ from gamify.cli import app
 from gamify.naming import ProgramNames
 from gamify.provisioning import nats as stream
 from tests.conftest import unique_program_id
+from tests.programs import program_document, visit_rule
 
 runner = CliRunner()
 
@@ -46,18 +47,7 @@ def test_local_up_json_then_leaderboard_and_down(
     monkeypatch.setenv("GAMIFY_SNAPSHOT_INTERVAL", "3600")
     start = datetime.now(UTC) - timedelta(days=1)
     name = unique_program_id("cli")
-    program = {
-        "apiVersion": "gamification.io/v1alpha1",
-        "kind": "GamificationProgram",
-        "metadata": {"name": name},
-        "spec": {
-            "tenant": "acme",
-            "schedule": {"start": start.isoformat(), "end": (start + timedelta(days=9)).isoformat()},
-            "mode": "ranking",
-            "rules": [{"id": "visit", "event": "app.visit", "points": 3}],
-            "leaderboards": [{"id": "overall"}],
-        },
-    }
+    program = program_document(name, start, days=9, rules=[visit_rule(3)])
     path = tmp_path / "program.yaml"
     path.write_text(yaml.safe_dump(program))
 

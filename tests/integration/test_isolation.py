@@ -33,22 +33,7 @@ from gamify.settings import Servers
 from gamify.snapshots.writer import run_snapshot
 from gamify.storage import InvalidKey, StorageError, join_url, open_store
 from tests.conftest import unique_program_id
-
-
-def document(name: str, tenant: str, points: int) -> dict[str, Any]:
-    start = datetime.now(UTC) - timedelta(days=2)
-    return {
-        "apiVersion": "gamification.io/v1alpha1",
-        "kind": "GamificationProgram",
-        "metadata": {"name": name},
-        "spec": {
-            "tenant": tenant,
-            "schedule": {"start": start.isoformat(), "end": (start + timedelta(days=30)).isoformat()},
-            "mode": "ranking",
-            "rules": [{"id": "visit", "event": "app.visit", "points": points}],
-            "leaderboards": [{"id": "overall"}],
-        },
-    }
+from tests.programs import program_document, visit_rule
 
 
 @pytest.fixture
@@ -59,9 +44,13 @@ def two_programs(
     monkeypatch.setenv("GAMIFY_BUCKET", f"gs://{gcs_bucket}")
     monkeypatch.setenv("GAMIFY_SNAPSHOT_INTERVAL", "3600")
     states = []
+    start = datetime.now(UTC) - timedelta(days=2)
     for tenant, points in (("acme", 10), ("globex", 7)):
+        document = program_document(
+            unique_program_id(tenant), start, tenant=tenant, rules=[visit_rule(points)]
+        )
         path = tmp_path / f"{tenant}.yaml"
-        path.write_text(yaml.safe_dump(document(unique_program_id(tenant), tenant, points)))
+        path.write_text(yaml.safe_dump(document))
         states.append(local.up(path))
     try:
         yield states[0], states[1]
@@ -435,7 +424,7 @@ def test_a_snapshot_run_never_lists_or_touches_another_programs_objects(
     a = unique_program_id("snp")
     b = f"{a}-b"  # shares A's id as the start of its prefix
     names = ProgramNames(a)
-    program = parse_program(document(a, "acme", 10))
+    program = parse_program(program_document(a, datetime.now(UTC) - timedelta(days=2)))
     bucket_url = f"gs://{gcs_bucket}"
     store_b = open_store(join_url(bucket_url, b))
     for key in ("manifest.json", "users/emp-1.json", "leaderboards/overall.json"):

@@ -44,18 +44,13 @@ from gamify.provisioning.nats_auth import (
 )
 from gamify.provisioning.nats_auth import main as nats_auth_main
 from gamify.settings import Servers, without_login
-from tests.conftest import unique_program_id
+from tests.conftest import free_port, unique_program_id
+from tests.programs import program_document
 
 ROOT = Path(__file__).resolve().parents[2]
 NATS_SERVER = ROOT / ".venv" / "bin" / "nats-server"
 SHIPPED_CONFIG = ROOT / "scripts" / "nats-server.conf"
 DENIED_WAIT = 1.0  # a denied request gets no answer: how long to wait before calling it denied
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -86,7 +81,7 @@ def private_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateNa
     directory = tmp_path_factory.mktemp("nats")
     shutil.copy(SHIPPED_CONFIG, directory / "nats-server.conf")
     assert nats_auth_main(["init", str(directory)]) == 0
-    port, monitor_port = _free_port(), _free_port()
+    port, monitor_port = free_port(), free_port()
     log = open(directory / "nats.log", "wb")  # noqa: SIM115 - the server writes it
     process = subprocess.Popen(
         [str(NATS_SERVER), "-c", str(directory / "nats-server.conf"), "-js", "-a", "127.0.0.1",
@@ -507,22 +502,6 @@ async def test_removing_a_program_closes_its_access(private_nats: PrivateNats) -
 # -- the one-machine mode, end to end --------------------------------------------------------
 
 
-def program_document(name: str) -> dict[str, Any]:
-    start = datetime.now(UTC) - timedelta(days=2)
-    return {
-        "apiVersion": "gamification.io/v1alpha1",
-        "kind": "GamificationProgram",
-        "metadata": {"name": name},
-        "spec": {
-            "tenant": "acme",
-            "schedule": {"start": start.isoformat(), "end": (start + timedelta(days=30)).isoformat()},
-            "mode": "ranking",
-            "rules": [{"id": "visit", "event": "app.visit", "points": 10}],
-            "leaderboards": [{"id": "overall"}],
-        },
-    }
-
-
 def test_local_up_runs_each_workload_as_its_own_user(
     private_nats: PrivateNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mysql_admin_url: str
 ) -> None:
@@ -536,7 +515,7 @@ def test_local_up_runs_each_workload_as_its_own_user(
     monkeypatch.setenv("GAMIFY_SNAPSHOT_INTERVAL", "3600")
     name = unique_program_id("nl")
     path = tmp_path / "program.yaml"
-    path.write_text(yaml.safe_dump(program_document(name)))
+    path.write_text(yaml.safe_dump(program_document(name, datetime.now(UTC) - timedelta(days=2))))
     servers = Servers.from_env()
     state = local.up(path)
     try:

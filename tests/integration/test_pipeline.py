@@ -23,48 +23,42 @@ from gamify import local
 from gamify.snapshots.writer import run_snapshot
 from gamify.storage import open_store
 from tests.conftest import unique_program_id
+from tests.programs import program_document
 
 ZONE = ZoneInfo("America/Sao_Paulo")  # UTC-3, no DST since 2019
 
 
-def program_document(name: str, start: datetime) -> dict[str, Any]:
+def pipeline_document(name: str, start: datetime) -> dict[str, Any]:
+    """Every rule kind (unit, daily cap, once per user, condition), two boosts, badges, rewards."""
     day = timedelta(days=1)
-    return {
-        "apiVersion": "gamification.io/v1alpha1",
-        "kind": "GamificationProgram",
-        "metadata": {"name": name},
-        "spec": {
-            "tenant": "acme",
-            "schedule": {
-                "start": start.isoformat(),
-                "end": (start + 30 * day).isoformat(),
-                "timezone": "America/Sao_Paulo",
-            },
-            "mode": "both",
-            "rules": [
-                {"id": "steps", "event": "activity.steps", "points": 10,
-                 "unit": {"property": "steps", "size": 1000}, "dailyCap": 100},
-                {"id": "checkin", "event": "app.checkin", "points": 5, "oncePerUser": True},
-                {"id": "quiz", "event": "chatbot.quiz", "points": 20,
-                 "conditions": [{"property": "score", "op": "gte", "value": 80}]},
-            ],
-            "boosts": [
-                {"name": "launch", "start": start.isoformat(), "end": (start + 3 * day).isoformat(),
-                 "multiplier": 1.5},
-                {"name": "day-two", "start": (start + day).isoformat(),
-                 "end": (start + 2 * day).isoformat(), "multiplier": 2},
-            ],
-            "badges": [
-                {"id": "first-100", "name": "First 100", "minPoints": 100},
-                {"id": "quizzer", "name": "Quizzer", "rule": "quiz", "minCount": 2},
-            ],
-            "rewards": [
-                {"id": "mug", "name": "Mug", "cost": 50, "stock": 1, "perUserLimit": 1},
-                {"id": "tshirt", "name": "T-shirt", "cost": 10},
-            ],
-            "leaderboards": [{"id": "overall", "window": "all-time", "size": 10}],
-        },
-    }  # fmt: skip
+    return program_document(
+        name,
+        start,
+        timezone="America/Sao_Paulo",
+        mode="both",
+        rules=[
+            {"id": "steps", "event": "activity.steps", "points": 10,
+             "unit": {"property": "steps", "size": 1000}, "dailyCap": 100},
+            {"id": "checkin", "event": "app.checkin", "points": 5, "oncePerUser": True},
+            {"id": "quiz", "event": "chatbot.quiz", "points": 20,
+             "conditions": [{"property": "score", "op": "gte", "value": 80}]},
+        ],
+        boosts=[
+            {"name": "launch", "start": start.isoformat(), "end": (start + 3 * day).isoformat(),
+             "multiplier": 1.5},
+            {"name": "day-two", "start": (start + day).isoformat(),
+             "end": (start + 2 * day).isoformat(), "multiplier": 2},
+        ],
+        badges=[
+            {"id": "first-100", "name": "First 100", "minPoints": 100},
+            {"id": "quizzer", "name": "Quizzer", "rule": "quiz", "minCount": 2},
+        ],
+        rewards=[
+            {"id": "mug", "name": "Mug", "cost": 50, "stock": 1, "perUserLimit": 1},
+            {"id": "tshirt", "name": "T-shirt", "cost": 10},
+        ],
+        leaderboards=[{"id": "overall", "window": "all-time", "size": 10}],
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -78,7 +72,7 @@ def program(
     start = today - timedelta(days=10)
     name = unique_program_id("pipe")
     path = tmp_path / "program.yaml"
-    path.write_text(yaml.safe_dump(program_document(name, start)))
+    path.write_text(yaml.safe_dump(pipeline_document(name, start)))
     state = local.up(path)
     try:
         yield state, start

@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -43,7 +42,8 @@ from gamify.naming import ProgramNames
 from gamify.provisioning import deprovision
 from gamify.provisioning import mysql as mysql_provisioning
 from gamify.settings import Servers
-from tests.conftest import unique_program_id
+from tests.conftest import free_port, unique_program_id
+from tests.programs import program_document
 
 LOCAL_UP_FIELDS = {"program", "ingestURL", "apiKey", "snapshotURL"}
 PROCESS_TIMEOUT = 90
@@ -90,33 +90,10 @@ def signed_in(url: str, user: str, made_up_password: str) -> tuple[str, str]:
     return with_password(url, user, made_up_password), made_up_password
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def assert_clean(what: str, text_: str, *secret_values: str) -> None:
     for value in secret_values:
         assert value, "an empty secret proves nothing"
         assert value not in text_, f"a secret ({value[:4]}…) leaked into {what}:\n{text_[-3000:]}"
-
-
-def program_document(name: str) -> dict[str, Any]:
-    start = datetime.now(UTC) - timedelta(days=1)
-    return {
-        "apiVersion": "gamification.io/v1alpha1",
-        "kind": "GamificationProgram",
-        "metadata": {"name": name},
-        "spec": {
-            "tenant": "acme",
-            "schedule": {"start": start.isoformat(), "end": (start + timedelta(days=30)).isoformat()},
-            "mode": "both",
-            "rules": [{"id": "visit", "event": "app.visit", "points": 10}],
-            "rewards": [{"id": "mug", "name": "Mug", "cost": 10, "stock": 1}],
-            "leaderboards": [{"id": "overall"}],
-        },
-    }
 
 
 def visit(event_id: str) -> dict[str, Any]:
@@ -142,7 +119,13 @@ def setting(
     with admin_with_password(mysql_admin_url) as (admin_url, admin_password):
         program = unique_program_id("leak")
         program_file = tmp_path / f"{program}.yaml"
-        program_file.write_text(yaml.safe_dump(program_document(program)))
+        program_file.write_text(
+            yaml.safe_dump(
+                program_document(
+                    program, mode="both", rewards=[{"id": "mug", "name": "Mug", "cost": 10, "stock": 1}]
+                )
+            )
+        )
         values = {
             "GAMIFY_HOME": str(tmp_path / "home"),
             "GAMIFY_NATS_URL": signed_in_nats_url,
