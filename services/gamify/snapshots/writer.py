@@ -61,7 +61,10 @@ USER_CACHE_CONTROL = "private, max-age=60"
 MANIFEST_CACHE_CONTROL = "no-cache"
 UPLOAD_WORKERS = 16
 LOCK_WAIT_SECONDS = 30
-CHUNK = 500  # ids per IN (...) query and users per published-mark transaction
+CHUNK = 500  # ids per IN (...) query
+# Users per published-mark transaction: each holds the row locks the scorer also takes, so it
+# must stay short (the soak saw scoring batches wait ~0.8 s behind 500-user marks).
+MARK_CHUNK = 50
 _DEADLOCK_ERRORS = (1213, 1205)  # deadlock, lock wait timeout: retry the chunk
 
 log = get_logger(__name__)
@@ -118,11 +121,11 @@ class _State:
     stock: dict[str, builder.Stock]
 
 
-def _chunks(items: Iterable[str]) -> Iterator[list[str]]:
+def _chunks(items: Iterable[str], size: int = CHUNK) -> Iterator[list[str]]:
     batch: list[str] = []
     for item in items:
         batch.append(item)
-        if len(batch) == CHUNK:
+        if len(batch) == size:
             yield batch
             batch = []
     if batch:
@@ -281,7 +284,7 @@ def _mark_published(connection: Connection, written: dict[str, tuple[int, dict[s
             published_ranks=bindparam("b_ranks", type_=JSON),
         )
     )
-    for batch in _chunks(written):
+    for batch in _chunks(written, MARK_CHUNK):
         rows = [{"b_user": u, "b_rev": written[u][0], "b_ranks": written[u][1]} for u in batch]
         _execute_with_retry(connection, statement, rows)
 
