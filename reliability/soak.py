@@ -2,6 +2,7 @@
 
     .venv/bin/python -m reliability.soak --minutes 10 --json /tmp/soak.json
     .venv/bin/python -m reliability.soak --minutes 1          # a smoke run
+    .venv/bin/python -m reliability.soak --out docs/RELIABILITY.md   # fills the page's soak section
 
 Against the servers of the environment (GAMIFY_NATS_URL, GAMIFY_MYSQL_URL) it provisions one
 program with a unique id, runs one ingest process, one scoring worker and one periodic snapshot
@@ -67,6 +68,7 @@ from sqlalchemy import create_engine, text
 
 from gamify.logs import configure_logging
 from gamify.settings import Servers
+from reliability.report import with_section
 
 PROCESSES = ("ingest", "scoring", "snapshots")
 SPARK_MARKS = "▁▂▃▄▅▆▇█"
@@ -617,6 +619,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--p99-bound", type=float, default=defaults.p99_bound_seconds, help="seconds")
     parser.add_argument("--json", type=Path, help="write the results as JSON to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (service logs)")
+    parser.add_argument(
+        "--out", type=Path, help="write the report into this page's soak section (RELIABILITY.md)"
+    )
     args = parser.parse_args(argv)
     config = SoakConfig(
         minutes=args.minutes,
@@ -635,7 +640,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         progress("soak", f"could not run: {type(exc).__name__}: {exc}; service logs in {workdir}")
         return 2
-    print(render(results))
+    report = render(results)
+    if args.out:
+        page = args.out.read_text() if args.out.exists() else ""
+        args.out.write_text(with_section(page, "soak", report))
+        progress("soak", f"section written to {args.out}")
+    else:
+        print(report)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_bytes(results.to_json())
