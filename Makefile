@@ -90,10 +90,15 @@ demo: venv servers-up ## run the whole pipeline on this machine with a sample pr
 bench: venv servers-up ## run the benchmarks (bench/run.py)
 	$(BIN)/python bench/run.py
 
-# Starts its own NATS and MariaDB on free ports (it stops and kills them); needs no servers-up.
+# The faults run on NATS and MariaDB servers of their own (stopped and killed on purpose); the
+# bad-input run and the soak use the servers of servers-up. ARGS=--quick: the short fault run only.
 .PHONY: reliability
-reliability: venv ## fault-injection suite (reliability/run.py); rewrites docs/RELIABILITY.md; ARGS=--quick for CI
+reliability: venv servers-up cluster-build ## faults, bad input (5,000 cases), 10-min soak; rewrites docs/RELIABILITY.md (~25 min); ARGS=--quick for CI
 	$(BIN)/python reliability/run.py $(ARGS)
+ifeq ($(ARGS),)
+	$(BIN)/python reliability/bad_input.py --out docs/RELIABILITY.md
+	$(BIN)/python -m reliability.soak --minutes 10 --out docs/RELIABILITY.md --json docs/reliability-soak.json
+endif
 
 clean: ## stop the servers and control plane started here, delete the .gamify state folder
 	$(CONTROLPLANE)/down.sh
