@@ -6,7 +6,10 @@ For program `acme-2027`: namespace `gamify-acme-2027`, stream `GAMIFY_ACME_2027`
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+
+MYSQL_USER_MAX = 32  # characters in a MySQL 8 user name
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,13 @@ class ProgramNames:
 
     @property
     def db_user(self) -> str:
-        # MariaDB user names may be up to 80 characters; program ids are at most 40.
-        return self.schema
+        # The schema's name when it fits MySQL 8's 32-character limit on user names (MariaDB
+        # allows 80); a longer one keeps its start and ends with a hash of the program id, so
+        # it stays readable, unique and the same on every call.
+        if len(self.schema) <= MYSQL_USER_MAX:
+            return self.schema
+        digest = hashlib.sha256(self.program.encode()).hexdigest()[:8]
+        return f"{self.schema[: MYSQL_USER_MAX - len(digest) - 1]}_{digest}"
 
     @property
     def nats_user(self) -> str:

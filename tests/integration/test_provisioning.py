@@ -203,6 +203,18 @@ async def test_delete_stream_reports_whether_it_existed(js: JetStreamContext) ->
 # --- schema, user, grants --------------------------------------------------------------------
 
 
+def test_a_40_character_program_gets_a_32_character_user_that_signs_in(
+    mysql_admin_url: str, cleanup: list[str]
+) -> None:
+    program_id = unique_program_id("longest-program-id-allowed").ljust(40, "x")
+    cleanup.append(program_id)
+    names = ProgramNames(program_id)
+    url = schema.ensure_schema(mysql_admin_url, names, "pw-" + secrets.token_hex(8))
+    assert len(names.db_user) == 32 and sa.make_url(url).username == names.db_user
+    with connected(url) as connection:  # MySQL 8 would refuse a longer name at CREATE USER
+        assert connection.execute(sa.text("SELECT DATABASE()")).scalar() == names.schema
+
+
 def test_schema_tables_and_program_user(mysql_admin_url: str, cleanup: list[str]) -> None:
     program_id = unique_program_id("prov")
     cleanup.append(program_id)
