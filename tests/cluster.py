@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import client, config, dynamic
 from kubernetes.client.rest import ApiException
 
 from gamify_operator import crd
@@ -84,6 +84,12 @@ def kubeconfig() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def kube_api(kubeconfig: str) -> client.ApiClient:
     return config.new_client_from_config(config_file=kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def dyn(kube_api: client.ApiClient) -> dynamic.DynamicClient:
+    """A dynamic client of the test cluster (any kind by apiVersion and kind)."""
+    return dynamic.DynamicClient(kube_api)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ import os
 import secrets
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -68,7 +70,14 @@ def gcs_client(gcs_emulator: str):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def gcs_bucket(gcs_client) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A fresh emulator bucket; yields its name."""
-    name = f"test-{secrets.token_hex(4)}"
+    with fresh_bucket(gcs_client, "test") as name:
+        yield name
+
+
+@contextmanager
+def fresh_bucket(gcs_client: Any, prefix: str) -> Iterator[str]:
+    """An emulator bucket `<prefix>-<random>`, emptied and deleted afterwards; yields its name."""
+    name = f"{prefix}-{secrets.token_hex(4)}"
     bucket = gcs_client.create_bucket(name)
     yield name
     for blob in gcs_client.list_blobs(name):

@@ -34,7 +34,6 @@ from __future__ import annotations
 import base64
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -44,6 +43,8 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -312,15 +313,9 @@ def _working_dir(spec: Mapping[str, Any], mounts: list[tuple[str, Path]], root: 
 # --- ports ---------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _free_ports(spec: Mapping[str, Any]) -> tuple[dict[int, int], dict[str, int]]:
     declared = spec.get("ports", [])
-    ports = {int(port["containerPort"]): _free_port() for port in declared}
+    ports = {int(port["containerPort"]): free_port() for port in declared}
     names = {port["name"]: int(port["containerPort"]) for port in declared if port.get("name")}
     return ports, names
 

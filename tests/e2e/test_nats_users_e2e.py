@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -50,16 +49,21 @@ from tests.e2e.test_operator_e2e import (
     is_active,
     post,
     program_document,
-    program_exists,
     program_lifecycle,
-    read_program,
     snapshot_object,
+    workload_env,
+)
+from tests.operator.harness import (
+    OperatorProcess,
+    labelled_namespace,
+    new_run,
+    operator_env,
+    program_exists,
+    read_program,
 )
 from tests.operator.private_nats import PrivateNats
-from tests.operator.test_operator import OperatorProcess
 
-RUN_LABEL = "gamification.io/test-run"
-RUN = f"e2enats-{secrets.token_hex(3)}"
+RUN = new_run("e2enats")
 USERS_SECRET = "gamify-nats-users"
 ADMIN_USER = "platform"
 ADMIN_PASSWORD = f"adm{secrets.token_hex(12)}"
@@ -68,13 +72,8 @@ BUDGET_SECONDS = 120
 
 @pytest.fixture
 def users_namespace(kube_api: client.ApiClient) -> Iterator[str]:
-    core = client.CoreV1Api(kube_api)
-    name = f"nats-{secrets.token_hex(4)}"
-    core.create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={RUN_LABEL: RUN}))
-    )
-    yield name
-    core.delete_namespace(name)
+    with labelled_namespace(kube_api, "nats", RUN) as name:
+        yield name
 
 
 @pytest.fixture
@@ -96,37 +95,21 @@ def operator(
     gcs_bucket: str,
     tmp_path: Path,
 ) -> Iterator[OperatorProcess]:
-    env = {
-        **os.environ,
-        "KUBECONFIG": kubeconfig,
-        "GAMIFY_HOME": str(tmp_path / "home"),
-        "GAMIFY_NATS_URL": nats.admin_url,
-        "GAMIFY_NATS_USERS_SECRET": f"{users_namespace}/{USERS_SECRET}",
-        "GAMIFY_MYSQL_URL": mysql_admin_url,
-        "GAMIFY_BUCKET": f"gs://{gcs_bucket}",
-        "STORAGE_EMULATOR_HOST": gcs_emulator,
-        "GAMIFY_WORKLOAD_ENV": json.dumps(
-            {"STORAGE_EMULATOR_HOST": gcs_emulator, "GOOGLE_CLOUD_PROJECT": "test"}
-        ),
-        "GAMIFY_OPERATOR_SELECTOR": f"{RUN_LABEL}={RUN}",
-        "GAMIFY_OPERATOR_TIMER_INTERVAL": "1",
-        "GAMIFY_OPERATOR_TIMER_IDLE": "0.5",
-        "GAMIFY_OPERATOR_BACKOFF": "1",
-    }
-    env.pop("GAMIFY_WORKLOAD_NATS_URL", None)
-    env.pop("GAMIFY_NATS_AUTH_DIR", None)
-    process = OperatorProcess(env, tmp_path / "operator.log")
-    process.start()
-    try:
+    env = operator_env(
+        kubeconfig,
+        RUN,
+        nats_url=nats.admin_url,
+        mysql_url=mysql_admin_url,
+        bucket=gcs_bucket,
+        extra={
+            "GAMIFY_HOME": str(tmp_path / "home"),
+            "GAMIFY_NATS_USERS_SECRET": f"{users_namespace}/{USERS_SECRET}",
+            "GAMIFY_WORKLOAD_ENV": workload_env(gcs_emulator),
+        },
+        unset=("GAMIFY_WORKLOAD_NATS_URL", "GAMIFY_NATS_AUTH_DIR"),
+    )
+    with OperatorProcess(env, tmp_path / "operator.log") as process:
         yield process
-    finally:
-        process.stop()
-
-
-def document(name: str, start: datetime) -> dict[str, Any]:
-    doc = program_document(name, start)
-    doc["metadata"]["labels"] = {RUN_LABEL: RUN}
-    return doc
 
 
 async def publish_refused(login: NatsLogin, url: str, subject: str) -> str:
@@ -193,7 +176,7 @@ def test_programs_run_end_to_end_with_their_own_nats_users(
     try:
         for name in (a, b):
             programs.create_cluster_custom_object(
-                crd.GROUP, crd.VERSION, crd.PLURAL, document(name, now - timedelta(days=1))
+                crd.GROUP, crd.VERSION, crd.PLURAL, program_document(name, now - timedelta(days=1), RUN)
             )
         for name in (a, b):
 

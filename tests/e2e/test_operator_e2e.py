@@ -22,7 +22,6 @@ import copy
 import json
 import os
 import re
-import secrets
 import signal
 import subprocess
 import time
@@ -47,10 +46,19 @@ from gamify_operator.builders.labels import ChildNames
 from gamify_operator.builders.secrets import API_KEY
 from tests.conftest import unique_program_id
 from tests.e2e.podrunner import VENV_BIN, LocalCommand, PodSpecError, pod_spec_of, resolve_container
-from tests.operator.test_operator import OperatorProcess, rfc3339
+from tests.operator.harness import (
+    RUN_LABEL,
+    OperatorProcess,
+    delete_program,
+    labelled_namespace,
+    new_run,
+    operator_env,
+    program_exists,
+    read_program,
+    rfc3339,
+)
 
-RUN_LABEL = "gamification.io/test-run"
-RUN = f"e2e-{secrets.token_hex(3)}"
+RUN = new_run("e2e")
 BUDGET_SECONDS = 85  # the whole scenario, operator start to cleanup
 # How each process may end on SIGTERM. Scoring exits 0 by contract; uvicorn (ingest) shuts down
 # gracefully, then re-raises the signal so the exit status tells why (as tests/integration does).
@@ -132,29 +140,21 @@ def operator(
     tmp_path: Path,
 ) -> Iterator[OperatorProcess]:
     """The operator, pointed at this machine's servers, watching only this run's programs."""
-    env = {
-        **os.environ,
-        "KUBECONFIG": kubeconfig,
-        "GAMIFY_NATS_URL": nats_url,
-        "GAMIFY_WORKLOAD_NATS_URL": nats_url,
-        "GAMIFY_MYSQL_URL": mysql_admin_url,
-        "GAMIFY_BUCKET": f"gs://{gcs_bucket}",
-        "STORAGE_EMULATOR_HOST": gcs_emulator,
-        # What the workloads need beyond the operator's own settings: the emulator.
-        "GAMIFY_WORKLOAD_ENV": json.dumps(
-            {"STORAGE_EMULATOR_HOST": gcs_emulator, "GOOGLE_CLOUD_PROJECT": "test"}
-        ),
-        "GAMIFY_OPERATOR_SELECTOR": f"{RUN_LABEL}={RUN}",
-        "GAMIFY_OPERATOR_TIMER_INTERVAL": "1",
-        "GAMIFY_OPERATOR_TIMER_IDLE": "0.5",
-        "GAMIFY_OPERATOR_BACKOFF": "1",
-    }
-    process = OperatorProcess(env, tmp_path / "operator.log")
-    process.start()
-    try:
+    env = operator_env(
+        kubeconfig,
+        RUN,
+        nats_url=nats_url,
+        mysql_url=mysql_admin_url,
+        bucket=gcs_bucket,
+        extra={"GAMIFY_WORKLOAD_NATS_URL": nats_url, "GAMIFY_WORKLOAD_ENV": workload_env(gcs_emulator)},
+    )
+    with OperatorProcess(env, tmp_path / "operator.log") as process:
         yield process
-    finally:
-        process.stop()
+
+
+def workload_env(gcs_emulator: str) -> str:
+    """What the workloads need beyond the operator's own settings: the emulator."""
+    return json.dumps({"STORAGE_EMULATOR_HOST": gcs_emulator, "GOOGLE_CLOUD_PROJECT": "test"})
 
 
 @contextmanager
@@ -167,11 +167,7 @@ def program_lifecycle(
     try:
         yield
     finally:
-        try:
-            programs.delete_cluster_custom_object(crd.GROUP, crd.VERSION, crd.PLURAL, name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        delete_program(programs, name)
         until = time.monotonic() + 20
         while program_exists(programs, name) and time.monotonic() < until:
             time.sleep(0.2)
@@ -185,11 +181,11 @@ def program_lifecycle(
 # --- the program and its events, with the points computed by hand -----------------------------------
 
 
-def program_document(name: str, start: datetime) -> Doc:
+def program_document(name: str, start: datetime, run: str = RUN) -> Doc:
     return {
         "apiVersion": f"{crd.GROUP}/{crd.VERSION}",
         "kind": crd.KIND,
-        "metadata": {"name": name, "labels": {RUN_LABEL: RUN}},
+        "metadata": {"name": name, "labels": {RUN_LABEL: run}},
         "spec": {
             "tenant": "acme",
             "displayName": "End to end",
@@ -236,21 +232,6 @@ def redemptions(at: datetime) -> list[Doc]:
 
 
 # --- reading what the operator wrote -----------------------------------------------------------------
-
-
-def read_program(programs: client.CustomObjectsApi, name: str) -> Doc:
-    found: Any = programs.get_cluster_custom_object(crd.GROUP, crd.VERSION, crd.PLURAL, name)
-    return dict(found)
-
-
-def program_exists(programs: client.CustomObjectsApi, name: str) -> bool:
-    try:
-        read_program(programs, name)
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
 
 
 def is_active(body: Doc) -> bool:
@@ -480,11 +461,7 @@ def test_a_program_applied_to_kubernetes_runs_end_to_end(
 def harness_namespace(kube_api: client.ApiClient) -> Iterator[str]:
     """A namespace with a Secret `creds` and a ConfigMap `cfg`, on the real API server."""
     core = client.CoreV1Api(kube_api)
-    name = f"e2e-podrunner-{secrets.token_hex(4)}"
-    core.create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={RUN_LABEL: RUN}))
-    )
-    try:
+    with labelled_namespace(kube_api, "e2e-podrunner", RUN) as name:
         core.create_namespaced_secret(
             name,
             client.V1Secret(metadata=client.V1ObjectMeta(name="creds"), string_data={"url": "nats://n:4222"}),
@@ -495,9 +472,7 @@ def harness_namespace(kube_api: client.ApiClient) -> Iterator[str]:
                 metadata=client.V1ObjectMeta(name="cfg"), data={"program.yaml": "kind: X\n", "level": "DEBUG"}
             ),
         )
-        yield name
-    finally:
-        core.delete_namespace(name)  # the namespace controller removes the rest
+        yield name  # the namespace controller removes the rest
 
 
 def harness_pod() -> Doc:

@@ -25,16 +25,11 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from gamify.provisioning.nats_auth import hash_password, render_users
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NATS_SERVER = ROOT / ".venv" / "bin" / "nats-server"
 USERS_FILE = "users.conf"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrivateNats:
@@ -42,7 +37,7 @@ class PrivateNats:
         self.directory = directory
         self.admin_user = admin_user
         self.admin_password = admin_password
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.reloads = 0
         self.errors: list[str] = []

@@ -17,9 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import secrets
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,7 +28,6 @@ from kubernetes.client.rest import ApiException
 
 from gamify.naming import ProgramNames
 from gamify.program import parse_program
-from gamify.provisioning import deprovision
 from gamify.provisioning.nats_auth import ProgramNatsCredentials, hash_password, wait_until_accepted
 from gamify.settings import Servers
 from gamify_operator import crd
@@ -50,11 +47,19 @@ from gamify_operator.nats_users import NatsUsers
 from gamify_operator.reconcile import nats_users_of
 from tests.cluster import get_object, wait_until
 from tests.conftest import unique_program_id
+from tests.operator.harness import (
+    RUN_LABEL,
+    OperatorProcess,
+    labelled_namespace,
+    new_run,
+    operator_env,
+    program_document,
+    read_program,
+    running_operator,
+)
 from tests.operator.private_nats import PrivateNats
-from tests.operator.test_operator import OperatorProcess, program_document
 
-RUN_LABEL = "gamification.io/test-run"
-RUN = f"natsusers-{secrets.token_hex(3)}"
+RUN = new_run("natsusers")
 USERS_SECRET = "gamify-nats-users"
 NATS_KEYS = {
     "url",
@@ -123,7 +128,7 @@ def test_program_passwords_are_kept_and_hashes_follow_them() -> None:
 
 
 def _program(name: str) -> Any:
-    return parse_program(program_document(name))
+    return parse_program(program_document(name, RUN))
 
 
 def test_users_secret_has_hashes_only_and_ignores_secrets_out_of_place() -> None:
@@ -213,20 +218,10 @@ class Admin:
 
 
 @pytest.fixture(scope="module")
-def dyn(kube_api: client.ApiClient) -> dynamic.DynamicClient:
-    return dynamic.DynamicClient(kube_api)
-
-
-@pytest.fixture(scope="module")
 def users_namespace(kube_api: client.ApiClient) -> Iterator[str]:
     """Where the NATS server (and so its users Secret) lives: this module's own namespace."""
-    core = client.CoreV1Api(kube_api)
-    name = f"nats-{secrets.token_hex(4)}"
-    core.create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={RUN_LABEL: RUN}))
-    )
-    yield name
-    core.delete_namespace(name)
+    with labelled_namespace(kube_api, "nats", RUN) as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
@@ -239,16 +234,6 @@ def nats(
     server.follow(client.CoreV1Api(kube_api), users_namespace, USERS_SECRET)
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def bucket(gcs_client: Any) -> Iterator[str]:
-    name = f"natsu-{secrets.token_hex(4)}"
-    created = gcs_client.create_bucket(name)
-    yield name
-    for blob in gcs_client.list_blobs(name):
-        blob.delete()
-    created.delete()
 
 
 CREATED: list[str] = []
@@ -265,68 +250,25 @@ def operator(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     home = tmp_path_factory.mktemp("nats-users-operator")
-    env = {
-        **os.environ,
-        "KUBECONFIG": kubeconfig,
-        "GAMIFY_HOME": str(home / "home"),
-        "GAMIFY_NATS_URL": nats.admin_url,
-        "GAMIFY_NATS_USERS_SECRET": f"{users_namespace}/{USERS_SECRET}",
-        "GAMIFY_MYSQL_URL": mysql_admin_url,
-        "GAMIFY_BUCKET": f"gs://{bucket}",
-        "STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"],
-        "GAMIFY_OPERATOR_SELECTOR": f"{RUN_LABEL}={RUN}",
-        "GAMIFY_OPERATOR_TIMER_INTERVAL": "1",
-        "GAMIFY_OPERATOR_TIMER_IDLE": "0.5",
-        "GAMIFY_OPERATOR_BACKOFF": "1",
-        "GAMIFY_LOG_LEVEL": "DEBUG",
-    }
-    env.pop("GAMIFY_OPERATOR_WORKER_LIMIT", None)
-    process = OperatorProcess(env, home / "operator.log")
-    process.start()
-    try:
+    env = operator_env(
+        kubeconfig,
+        RUN,
+        nats_url=nats.admin_url,
+        mysql_url=mysql_admin_url,
+        bucket=bucket,
+        log_level="DEBUG",
+        extra={
+            "GAMIFY_HOME": str(home / "home"),
+            "GAMIFY_NATS_USERS_SECRET": f"{users_namespace}/{USERS_SECRET}",
+        },
+    )
+    servers = Servers(nats_url=nats.admin_url, mysql_admin_url=mysql_admin_url, bucket=f"gs://{bucket}")
+    with running_operator(env, home / "operator.log", programs, RUN, servers, CREATED) as process:
         yield process
-    finally:
-        for name in CREATED:
-            _delete(programs, name)
-        deadline = time.monotonic() + 60
-        while any(_exists(programs, n) for n in CREATED) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        process.stop()
-        for name in CREATED:
-            if _exists(programs, name):  # never leave an object nobody will finalize
-                programs.patch_cluster_custom_object(
-                    crd.GROUP, crd.VERSION, crd.PLURAL, name, {"metadata": {"finalizers": None}}
-                )
-        servers = Servers(nats_url=nats.admin_url, mysql_admin_url=mysql_admin_url, bucket=f"gs://{bucket}")
-        for name in CREATED:
-            asyncio.run(deprovision(name, servers, f"gs://{bucket}", delete_data=True))
-
-
-def _delete(programs: client.CustomObjectsApi, name: str) -> None:
-    try:
-        programs.delete_cluster_custom_object(crd.GROUP, crd.VERSION, crd.PLURAL, name)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-
-
-def _exists(programs: client.CustomObjectsApi, name: str) -> bool:
-    try:
-        programs.get_cluster_custom_object(crd.GROUP, crd.VERSION, crd.PLURAL, name)
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
-
-
-def _body(programs: client.CustomObjectsApi, name: str) -> Doc:
-    found: Any = programs.get_cluster_custom_object(crd.GROUP, crd.VERSION, crd.PLURAL, name)
-    return dict(found)
 
 
 def _reconciled(programs: client.CustomObjectsApi, name: str) -> bool:
-    body = _body(programs, name)
+    body = read_program(programs, name)
     status = body.get("status") or {}
     ready = {c["type"]: c["status"] for c in status.get("conditions", [])}.get("Ready")
     return status.get("observedGeneration") == body["metadata"]["generation"] and ready == "True"
@@ -336,7 +278,7 @@ def wait_reconciled(programs: client.CustomObjectsApi, name: str, operator: Oper
     try:
         wait_until(f"{name} reconciled", lambda: _reconciled(programs, name), timeout=60)
     except pytest.fail.Exception:
-        status = json.dumps(_body(programs, name).get("status"), indent=1)
+        status = json.dumps(read_program(programs, name).get("status"), indent=1)
         print(f"status of {name}: {status}\noperator log:\n{operator.log()[-6000:]}")
         raise
 
@@ -367,9 +309,7 @@ def test_programs_get_their_own_nats_users(
     names = [unique_program_id("nu"), unique_program_id("nu")]
     for name in names:
         CREATED.append(name)
-        document = program_document(name)
-        document["metadata"]["labels"] = {RUN_LABEL: RUN}  # this module's operator's selector
-        programs.create_cluster_custom_object(crd.GROUP, crd.VERSION, crd.PLURAL, document)
+        programs.create_cluster_custom_object(crd.GROUP, crd.VERSION, crd.PLURAL, program_document(name, RUN))
     for name in names:
         wait_reconciled(programs, name, operator)
 

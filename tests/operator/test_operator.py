@@ -23,23 +23,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import secrets
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
-import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client, dynamic
-from kubernetes.client.rest import ApiException
 from nats import connect as connect_nats
 from nats.js.errors import NotFoundError as StreamNotFound
 from sqlalchemy import create_engine, text
@@ -48,7 +40,6 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from gamify.credentials import generate_api_key, hash_api_key
 from gamify.naming import ProgramNames
 from gamify.program import parse_program
-from gamify.provisioning import deprovision
 from gamify.settings import Servers
 from gamify_operator import crd
 from gamify_operator.builders import ProgramSecrets, build_all, read_secret
@@ -58,121 +49,37 @@ from gamify_operator.kube import CHILD_KINDS, NAMESPACED_CHILD_KINDS
 from gamify_operator.reconcile import stored_api_keys
 from tests.cluster import get_object, wait_until
 from tests.conftest import unique_program_id
+from tests.operator import harness
+from tests.operator.harness import (
+    OperatorProcess,
+    delete_program,
+    new_run,
+    program_document,
+    read_program,
+    rfc3339,
+    run_programs,
+    running_operator,
+)
 
-RUN_LABEL = "gamification.io/test-run"
-RUN = f"op-{secrets.token_hex(3)}"
-ROOT = Path(__file__).resolve().parents[2]
+RUN = new_run("op")
 Doc = dict[str, Any]
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 COMPONENT_CONDITIONS = ("Namespace", "Stream", "Database", "Bucket", "Secrets", "Workloads", "Snapshots")
 
 
-def rfc3339(instant: datetime) -> str:
-    return instant.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-# --- the operator process --------------------------------------------------------------------------
-
-
-class OperatorProcess:
-    """`python -m gamify_operator --standalone`, restartable; its log accumulates in one file."""
-
-    def __init__(self, env: dict[str, str], log_path: Path):
-        self.env = env
-        self.log_path = log_path
-        self.port = _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def liveness_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/healthz"
-
-    def start(self) -> None:
-        assert self.process is None, "already running"
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gamify_operator", "--standalone", "--liveness", self.liveness_url],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        log.close()
-        wait_until("the operator's liveness endpoint", self._alive, timeout=60, interval=0.2)
-
-    def _alive(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            pytest.fail(f"the operator exited with {self.process.returncode}:\n{self.log()[-4000:]}")
-        try:
-            with urllib.request.urlopen(self.liveness_url, timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no final patch; whatever was in flight is cut."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-        self.process = None
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.process = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 # --- fixtures ----------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def bucket(gcs_client: Any) -> Iterator[str]:
-    """An emulator bucket for this module's snapshots (gs://<name>)."""
-    name = f"op-{secrets.token_hex(4)}"
-    created = gcs_client.create_bucket(name)
-    yield name
-    for blob in gcs_client.list_blobs(name):
-        blob.delete()
-    created.delete()
-
-
-@pytest.fixture(scope="module")
 def operator_env(kubeconfig: str, nats_url: str, mysql_admin_url: str, bucket: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "KUBECONFIG": kubeconfig,
-        "GAMIFY_NATS_URL": nats_url,
-        "GAMIFY_MYSQL_URL": mysql_admin_url,
-        "GAMIFY_BUCKET": f"gs://{bucket}",
-        "STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"],
-        "GAMIFY_OPERATOR_SELECTOR": f"{RUN_LABEL}={RUN}",
-        "GAMIFY_OPERATOR_TIMER_INTERVAL": "1",
-        "GAMIFY_OPERATOR_TIMER_IDLE": "0.5",
-        "GAMIFY_OPERATOR_BACKOFF": "1",
-        "GAMIFY_LOG_LEVEL": "INFO",
-    }
-    env.pop("GAMIFY_OPERATOR_WORKER_LIMIT", None)
-    return env
+    return harness.operator_env(
+        kubeconfig, RUN, nats_url=nats_url, mysql_url=mysql_admin_url, bucket=bucket, log_level="INFO"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -190,90 +97,25 @@ def operator(
     nats_url: str,
     bucket: str,
 ) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(operator_env, tmp_path_factory.mktemp("operator") / "operator.log")
-    process.start()
-    yield process
-    # Delete this run's programs while the operator still runs (it owns their finalizers).
-    leftovers = _run_programs(programs)
-    for name in leftovers:
-        _delete_program(programs, name)
-    try:
-        # Deletion itself is asserted by the delete tests; here it is cleanup. A program still
-        # there after two minutes is reported (with the operator's log) and then forced out,
-        # so one slow finalizer under load does not turn the whole module red.
-        deadline = time.monotonic() + 120
-        while _run_programs(programs) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        stuck = _run_programs(programs)
-        if stuck:
-            warnings.warn(
-                f"programs not finalized by the operator within 120 s: {stuck}; operator log tail:\n"
-                + "\n".join(process.log().splitlines()[-40:]),
-                stacklevel=1,
-            )
-    finally:
-        process.stop()
-        for name in _run_programs(programs):  # never leave an object nobody will finalize
-            programs.patch_cluster_custom_object(
-                crd.GROUP, crd.VERSION, crd.PLURAL, name, {"metadata": {"finalizers": None}}
-            )
-        servers = Servers(nats_url=nats_url, mysql_admin_url=mysql_admin_url, bucket=f"gs://{bucket}")
-        for name in CREATED:
-            asyncio.run(deprovision(name, servers, f"gs://{bucket}", delete_data=True))
+    servers = Servers(nats_url=nats_url, mysql_admin_url=mysql_admin_url, bucket=f"gs://{bucket}")
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    with running_operator(operator_env, log, programs, RUN, servers, CREATED) as process:
+        yield process
 
 
 CREATED: list[str] = []
 
 
-def _run_programs(programs: client.CustomObjectsApi) -> list[str]:
-    listed = programs.list_cluster_custom_object(
-        crd.GROUP, crd.VERSION, crd.PLURAL, label_selector=f"{RUN_LABEL}={RUN}"
-    )
-    return [item["metadata"]["name"] for item in listed["items"]]
-
-
-def _delete_program(programs: client.CustomObjectsApi, name: str) -> None:
-    try:
-        programs.delete_cluster_custom_object(crd.GROUP, crd.VERSION, crd.PLURAL, name)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-
-
-@pytest.fixture(scope="module")
-def dyn(kube_api: client.ApiClient) -> dynamic.DynamicClient:
-    return dynamic.DynamicClient(kube_api)
-
-
 # --- helpers -----------------------------------------------------------------------------------------
-
-
-def program_document(name: str, **spec: Any) -> Doc:
-    start = now() - timedelta(hours=1)
-    base: Doc = {
-        "tenant": "acme",
-        "displayName": "Operator test",
-        "schedule": {"start": rfc3339(start), "end": rfc3339(start + timedelta(days=30))},
-        "rules": [{"id": "steps", "event": "activity.steps", "points": 10}],
-        "leaderboards": [{"id": "global"}],
-    }
-    return {
-        "apiVersion": f"{crd.GROUP}/{crd.VERSION}",
-        "kind": crd.KIND,
-        "metadata": {"name": name, "labels": {RUN_LABEL: RUN}},
-        "spec": {**base, **spec},
-    }
 
 
 def create(programs: client.CustomObjectsApi, prefix: str, **spec: Any) -> str:
     name = unique_program_id(prefix)
     CREATED.append(name)
-    programs.create_cluster_custom_object(crd.GROUP, crd.VERSION, crd.PLURAL, program_document(name, **spec))
+    programs.create_cluster_custom_object(
+        crd.GROUP, crd.VERSION, crd.PLURAL, program_document(name, RUN, **spec)
+    )
     return name
-
-
-def read(programs: client.CustomObjectsApi, name: str) -> Doc:
-    return dict(programs.get_cluster_custom_object(crd.GROUP, crd.VERSION, crd.PLURAL, name))
 
 
 def patch_spec(programs: client.CustomObjectsApi, name: str, spec: Doc) -> None:
@@ -288,13 +130,13 @@ def wait_status(
     timeout: float = 30,
 ) -> Doc:
     def check() -> Doc | None:
-        body = read(programs, name)
+        body = read_program(programs, name)
         return body if predicate(body) else None
 
     try:
         return wait_until(f"{name}: {what}", check, timeout=timeout, interval=0.2)  # type: ignore[no-any-return]
     except pytest.fail.Exception:
-        body = read(programs, name)
+        body = read_program(programs, name)
         print(json.dumps(body.get("status"), indent=1))
         raise
 
@@ -776,8 +618,8 @@ def test_missing_bucket_is_retried_until_it_exists(
     try:
         wait_status(programs, name, phase_is("Active", 1), "Active once the bucket exists", timeout=40)
     finally:
-        _delete_program(programs, name)
-        wait_until(f"{name} deleted", lambda: name not in _run_programs(programs), timeout=30)
+        delete_program(programs, name)
+        wait_until(f"{name} deleted", lambda: name not in run_programs(programs, RUN), timeout=30)
         for blob in gcs_client.list_blobs(missing):
             blob.delete()
         created.delete()
@@ -800,8 +642,8 @@ def test_delete_with_retain_keeps_stream_and_schema(
 ) -> None:
     name = create(programs, "ret")
     wait_status(programs, name, phase_is("Active", 1), "Active")
-    _delete_program(programs, name)
-    wait_until(f"{name} deleted", lambda: name not in _run_programs(programs), timeout=30)
+    delete_program(programs, name)
+    wait_until(f"{name} deleted", lambda: name not in run_programs(programs, RUN), timeout=30)
     wait_until(f"namespace of {name} gone", lambda: _namespace_gone(dyn, name), timeout=90, interval=1)
     subjects, consumer = stream_state(nats_url, name)
     assert subjects is not None and consumer
@@ -821,8 +663,8 @@ def test_delete_with_delete_removes_stream_schema_and_user(
     name = create(programs, "del", retention={"onDelete": "Delete"})
     wait_status(programs, name, phase_is("Active", 1), "Active")
     assert stream_state(nats_url, name)[0] is not None
-    _delete_program(programs, name)
-    wait_until(f"{name} deleted", lambda: name not in _run_programs(programs), timeout=30)
+    delete_program(programs, name)
+    wait_until(f"{name} deleted", lambda: name not in run_programs(programs, RUN), timeout=30)
     assert stream_state(nats_url, name) == (None, False)
     assert database_state(mysql_admin_url, name) == (False, [])
     assert not list(gcs_client.list_blobs(bucket, prefix=f"{name}/"))
@@ -849,7 +691,7 @@ def test_killed_mid_reconcile_converges_without_duplicates_or_new_secrets(
     )
     operator.kill()
     try:
-        at_kill = read(programs, name)
+        at_kill = read_program(programs, name)
         assert (at_kill.get("status") or {}).get("phase") != "Active", "the reconcile had already finished"
         keys_at_kill = get(dyn, "v1", "Secret", f"{name}-api-keys", namespace)
         database_at_kill = get(dyn, "v1", "Secret", f"{name}-database", namespace)

@@ -12,12 +12,9 @@ too: a provisioning failure (wrong admin password) reported in status and Events
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import os
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,17 +25,22 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from gamify.naming import ProgramNames
-from gamify.provisioning import deprovision
 from gamify.settings import Servers
 from gamify_operator import crd
 from gamify_operator.kube import NAMESPACED_CHILD_KINDS
 from tests.cluster import wait_until
 from tests.conftest import unique_program_id
 from tests.integration.test_secrets_never_leak import admin_with_password, signed_in, with_password
-from tests.operator.test_operator import OperatorProcess, program_document
+from tests.operator.harness import (
+    OperatorProcess,
+    new_run,
+    operator_env,
+    program_document,
+    read_program,
+    running_operator,
+)
 
-RUN_LABEL = "gamification.io/test-run"
-RUN = f"leak-{secrets.token_hex(3)}"
+RUN = new_run("leak")
 Doc = dict[str, Any]
 # Env a pod may only get from a Secret (secretKeyRef), never as a literal value.
 SECRET_ENV = {"GAMIFY_DATABASE_URL", "GAMIFY_NATS_URL", "GAMIFY_API_KEY_HASHES"}
@@ -68,24 +70,7 @@ def admin_url(mysql_admin_url: str, passwords: Passwords) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-def bucket(gcs_client: Any) -> Iterator[str]:
-    name = f"leak-{secrets.token_hex(4)}"
-    created = gcs_client.create_bucket(name)
-    yield name
-    for blob in gcs_client.list_blobs(name):
-        blob.delete()
-    created.delete()
-
-
 CREATED: list[str] = []
-
-
-def _run_programs(programs: client.CustomObjectsApi) -> list[str]:
-    listed: Any = programs.list_cluster_custom_object(
-        crd.GROUP, crd.VERSION, crd.PLURAL, label_selector=f"{RUN_LABEL}={RUN}"
-    )
-    return [item["metadata"]["name"] for item in listed["items"]]
 
 
 @pytest.fixture(scope="module")
@@ -101,49 +86,21 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     home = tmp_path_factory.mktemp("leak-operator")
     operator_nats_url, passwords.operator_nats = signed_in(nats_url, "operator", passwords.operator_nats)
-    env = {
-        **os.environ,
-        "KUBECONFIG": kubeconfig,
-        "GAMIFY_HOME": str(home / "home"),
-        "GAMIFY_NATS_URL": operator_nats_url,
-        "GAMIFY_WORKLOAD_NATS_URL": with_password(nats_url, "workload", passwords.workload_nats),
-        "GAMIFY_MYSQL_URL": admin_url,
-        "GAMIFY_BUCKET": f"gs://{bucket}",
-        "STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"],
-        "GAMIFY_OPERATOR_SELECTOR": f"{RUN_LABEL}={RUN}",
-        "GAMIFY_OPERATOR_TIMER_INTERVAL": "1",
-        "GAMIFY_OPERATOR_TIMER_IDLE": "0.5",
-        "GAMIFY_OPERATOR_BACKOFF": "1",
-        "GAMIFY_LOG_LEVEL": "DEBUG",
-    }
-    env.pop("GAMIFY_OPERATOR_WORKER_LIMIT", None)
-    process = OperatorProcess(env, home / "operator.log")
-    process.start()
-    yield process
-    try:
-        for name in _run_programs(programs):
-            try:
-                programs.delete_cluster_custom_object(crd.GROUP, crd.VERSION, crd.PLURAL, name)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-        deadline = time.monotonic() + 120
-        while _run_programs(programs) and time.monotonic() < deadline:
-            time.sleep(0.5)
-    finally:
-        process.stop()
-        for name in _run_programs(programs):  # never leave an object nobody will finalize
-            programs.patch_cluster_custom_object(
-                crd.GROUP, crd.VERSION, crd.PLURAL, name, {"metadata": {"finalizers": None}}
-            )
-        servers = Servers(nats_url=nats_url, mysql_admin_url=mysql_admin_url, bucket=f"gs://{bucket}")
-        for name in CREATED:
-            asyncio.run(deprovision(name, servers, f"gs://{bucket}", delete_data=True))
-
-
-@pytest.fixture(scope="module")
-def dyn(kube_api: client.ApiClient) -> dynamic.DynamicClient:
-    return dynamic.DynamicClient(kube_api)
+    env = operator_env(
+        kubeconfig,
+        RUN,
+        nats_url=operator_nats_url,
+        mysql_url=admin_url,
+        bucket=bucket,
+        log_level="DEBUG",
+        extra={
+            "GAMIFY_HOME": str(home / "home"),
+            "GAMIFY_WORKLOAD_NATS_URL": with_password(nats_url, "workload", passwords.workload_nats),
+        },
+    )
+    servers = Servers(nats_url=nats_url, mysql_admin_url=mysql_admin_url, bucket=f"gs://{bucket}")
+    with running_operator(env, home / "operator.log", programs, RUN, servers, CREATED) as process:
+        yield process
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
@@ -152,20 +109,14 @@ def dyn(kube_api: client.ApiClient) -> dynamic.DynamicClient:
 def create(programs: client.CustomObjectsApi, prefix: str) -> str:
     name = unique_program_id(prefix)
     CREATED.append(name)
-    document = program_document(name, retention={"onDelete": "Delete"})
-    document["metadata"]["labels"][RUN_LABEL] = RUN
+    document = program_document(name, RUN, retention={"onDelete": "Delete"})
     programs.create_cluster_custom_object(crd.GROUP, crd.VERSION, crd.PLURAL, document)
     return name
 
 
-def read(programs: client.CustomObjectsApi, name: str) -> Doc:
-    found: Any = programs.get_cluster_custom_object(crd.GROUP, crd.VERSION, crd.PLURAL, name)
-    return dict(found)
-
-
 def wait_for(programs: client.CustomObjectsApi, name: str, check: Callable[[Doc], bool], what: str) -> Doc:
     def probe() -> Doc | None:
-        body = read(programs, name)
+        body = read_program(programs, name)
         return body if check(body) else None
 
     found: Doc = wait_until(f"{name}: {what}", probe, timeout=90, interval=0.3)
@@ -264,7 +215,7 @@ def program_secrets(objects: dict[str, list[Doc]], name: str, passwords: Passwor
 def readable_surfaces(
     kube_api: client.ApiClient, programs: client.CustomObjectsApi, operator: OperatorProcess, name: str
 ) -> dict[str, str]:
-    body = read(programs, name)
+    body = read_program(programs, name)
     outside_spec = {key: value for key, value in body.items() if key != "spec"}
     return {
         "the GamificationProgram (metadata, status)": json.dumps(outside_spec),
