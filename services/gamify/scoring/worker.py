@@ -24,8 +24,9 @@ import os
 import re
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
@@ -52,7 +53,7 @@ from gamify.scoring.store import (
 )
 
 DEFAULT_BATCH_SIZE = 500
-# Transactions in flight at once, each on its own share of the batch's users (see _handle_in_lanes).
+# Transactions in flight at once, each on its own share of the users (see _consume and _split).
 DEFAULT_LANES = 2
 DEFAULT_MAX_DELIVER = 5
 DEFAULT_RETRY_DELAY = 2.0  # seconds before a failed message is redelivered
@@ -156,6 +157,28 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _raise_if_crashed(lanes: Sequence[asyncio.Task[None]]) -> None:
+    """Lanes only end after their end-of-work marker: one that ended before crashed."""
+    for lane in lanes:
+        if lane.done():
+            lane.result()  # its own error, if it has one
+            raise RuntimeError(f"scoring {lane.get_name()} stopped unexpectedly")
+
+
+async def _unless_crashed(waiting: Awaitable[Any], lanes: Sequence[asyncio.Task[None]]) -> None:
+    """Await `waiting` (a put or a join), but raise as soon as one of `lanes` crashes."""
+    future: asyncio.Future[Any] = asyncio.ensure_future(waiting)
+    try:
+        while not future.done():
+            watched: list[asyncio.Future[Any]] = [future, *lanes]
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            if not future.done():
+                _raise_if_crashed(lanes)
+        future.result()
+    finally:
+        future.cancel()
+
+
 class ScoringWorker:
     def __init__(
         self,
@@ -243,26 +266,47 @@ class ScoringWorker:
             await self._close()
 
     async def _consume(self, puller: BatchPuller) -> None:
-        """Fetch and score until stopped. The next batch is fetched and parsed while the current
-        one is in the database, so NATS round trips overlap with transactions; a batch fetched
-        when the stop comes is still scored (its messages are already ours)."""
-        upcoming: asyncio.Task[_Fetched] | None = None
+        """Fetch and score until stopped.
+
+        Each fetched batch is split between the lanes by user (see `_split`); every lane scores
+        its parts in order, on its own, while the next batch is fetched and parsed, so NATS round
+        trips, Python work and MariaDB waits overlap and no lane waits for another. A lane holds
+        at most one part besides the one in the database (back-pressure on fetching). A batch
+        fetched when the stop comes is still scored (its messages are already ours).
+        """
+        queues: list[asyncio.Queue[_Fetched | None]] = [asyncio.Queue(maxsize=1) for _ in range(self.lanes)]
+        lanes = [asyncio.create_task(self._lane(queue), name=f"lane-{n}") for n, queue in enumerate(queues)]
         try:
-            while True:
-                if upcoming is None:
-                    if self._stop.is_set():
-                        return
-                    upcoming = asyncio.create_task(self._fetch(puller))
-                fetched = await upcoming
-                upcoming = None
-                if fetched.messages and not self._stop.is_set():
-                    upcoming = asyncio.create_task(self._fetch(puller))
-                if fetched.messages:
-                    await self._handle_in_lanes(fetched)
+            while not self._stop.is_set():
+                fetched = await self._fetch(puller)
+                _raise_if_crashed(lanes)
+                if not fetched.messages:
+                    continue
+                parts = self._split(fetched)
+                if parts is None:
+                    # Not split: wait until every lane is idle, then score it alone.
+                    await _unless_crashed(asyncio.gather(*(queue.join() for queue in queues)), lanes)
+                    await self.handle(fetched)
+                    continue
+                for queue, part in zip(queues, parts, strict=True):
+                    if part.messages:
+                        await _unless_crashed(queue.put(part), lanes)
+            for queue, lane in zip(queues, lanes, strict=True):
+                await _unless_crashed(queue.put(None), [lane])
+            await asyncio.gather(*lanes)
         finally:
-            if upcoming is not None and not upcoming.done():
-                # Only on a crash: whatever it fetched comes back after the ack wait.
-                upcoming.cancel()
+            for lane in lanes:
+                if not lane.done():
+                    # Only on a crash: what a lane held comes back after the ack wait.
+                    lane.cancel()
+
+    async def _lane(self, queue: asyncio.Queue[_Fetched | None]) -> None:
+        while (part := await queue.get()) is not None:
+            try:
+                await self.handle(part)
+            finally:
+                queue.task_done()
+        queue.task_done()
 
     async def _fetch(self, puller: BatchPuller) -> _Fetched:
         try:
@@ -317,30 +361,25 @@ class ScoringWorker:
 
     # -- one fetched batch ----------------------------------------------------------------------
 
-    async def _handle_in_lanes(self, fetched: _Fetched) -> None:
-        """Score a fetched batch as `lanes` transactions at once, its users split between them.
+    def _split(self, fetched: _Fetched) -> list[_Fetched] | None:
+        """The batch's share of each lane, or None when it must be scored whole.
 
-        One lane's Python work (rules, building statements) overlaps another's wait on MariaDB.
-        Lanes never lock the same user (a user's events all go to one lane, in stream order).
-        A batch that redeems rewards is not split: a reward's last units go to its redeemers in
-        stream order, as with one lane. Each lane commits and acks on its own.
+        Lanes never lock the same user: a user's events always go to the same lane (a hash of
+        the id), where they are scored in stream order. A batch that redeems rewards is not
+        split: a reward's last units go to its redeemers in stream order, as with one lane.
+        Invalid messages (dead-lettered, never scored) go to the first lane.
         """
-        if (
-            self.lanes == 1
-            or len(fetched.parsed) < 2
-            or any(event.type == REDEEM_EVENT for _, event in fetched.parsed)
-        ):
-            await self.handle(fetched)
-            return
-        lanes = [_Fetched([], [], []) for _ in range(self.lanes)]
+        if any(event.type == REDEEM_EVENT for _, event in fetched.parsed):
+            return None
+        parts = [_Fetched([], [], []) for _ in range(self.lanes)]
         for msg, event in fetched.parsed:
-            lane = lanes[zlib.crc32(event.user.encode()) % self.lanes]
-            lane.messages.append(msg)
-            lane.parsed.append((msg, event))
+            part = parts[zlib.crc32(event.user.encode()) % self.lanes]
+            part.messages.append(msg)
+            part.parsed.append((msg, event))
         for msg, reason in fetched.invalid:
-            lanes[0].messages.append(msg)
-            lanes[0].invalid.append((msg, reason))
-        await asyncio.gather(*(self.handle(lane) for lane in lanes if lane.messages))
+            parts[0].messages.append(msg)
+            parts[0].invalid.append((msg, reason))
+        return parts
 
     async def handle(self, fetched: _Fetched) -> None:
         """Score one fetched batch: commit, then ack; dead-letter what cannot be scored."""
