@@ -395,6 +395,16 @@ async def provisioned(
 # -- service processes --------------------------------------------------------------------------
 
 
+def count_scored(database_url: str) -> int:
+    """How many events the program's schema holds as scored (rows of `events`)."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(text("SELECT COUNT(*) FROM events")).scalar_one())
+    finally:
+        engine.dispose()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
-from sqlalchemy import create_engine, text
 
 from bench.baselines import InsertResult, raw_insert, raw_publish, read_scored_rows
 from bench.common import (
     CpuMeter,
     Provisioned,
     Spread,
+    count_scored,
     make_events,
     new_tag,
     progress,
@@ -123,15 +123,6 @@ async def drain_with_one_worker(target: Provisioned, total: int, log_path: Path,
     finally:
         stop_process(worker)
         await connection.close()
-
-
-def count_scored(database_url: str) -> int:
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            return int(connection.execute(text("SELECT COUNT(*) FROM events")).scalar_one())
-    finally:
-        engine.dispose()
 
 
 def _record_cpu(

@@ -25,6 +25,7 @@ from bench.common import (
     PYTHON,
     IngestProcess,
     Provisioned,
+    count_scored,
     free_port,
     provisioned,
     start_process,
@@ -36,7 +37,6 @@ from nats.js.api import ConsumerInfo
 
 from gamify.program import Program
 from gamify.provisioning import nats as stream_provisioning
-from reliability.reconcile import scored_count
 from reliability.servers import PrivateServers
 
 SIGKILLED = -signal.SIGKILL
@@ -177,7 +177,7 @@ class Stage:
             info = await self.consumer()
             if info is not None and not info.num_pending and not info.num_ack_pending:
                 with contextlib.suppress(Exception):
-                    if await asyncio.to_thread(scored_count, self.database_url) >= stored:
+                    if await asyncio.to_thread(count_scored, self.database_url) >= stored:
                         return True
             await asyncio.sleep(0.5)
         return False

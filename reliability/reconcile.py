@@ -92,15 +92,6 @@ def read_ledger(database_url: str) -> LedgerState:
         engine.dispose()
 
 
-def scored_count(database_url: str) -> int:
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            return int(connection.execute(text("SELECT COUNT(*) FROM events")).scalar_one())
-    finally:
-        engine.dispose()
-
-
 @dataclass(frozen=True)
 class Counts:
     """The figures of one scenario (the columns of its report table)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import progress
+from nats.js.api import ConsumerInfo
 from sqlalchemy import create_engine, text
 
 from gamify.program import Program, parse_program
@@ -248,16 +249,7 @@ async def _worker_kills(
         detail = {"in_hand": in_hand, "exit": code, "in_hand_seqs": [floor, delivered]}
         faults.append(FaultResult(index, started, ended, detail))
         progress("worker", f"kill {index + 1}/{config.worker_kills}: {in_hand} messages in hand")
-    mid_batch = sum(1 for fault in faults if fault.detail["in_hand"] > 0)
-    checks = [
-        Check("every kill was a SIGKILL", all(f.detail["exit"] == SIGKILLED for f in faults)),
-        Check(
-            "every kill hit a batch in hand (delivered, not acked)",
-            mid_batch == len(faults),
-            f"{mid_batch} of {len(faults)}",
-        ),
-    ]
-    return faults, checks
+    return faults, _kill_checks(faults, "in_hand", "hit a batch in hand (delivered, not acked)")
 
 
 def in_hand_scored(database_url: str, faults: list[FaultResult]) -> Check:
@@ -284,6 +276,15 @@ def in_hand_scored(database_url: str, faults: list[FaultResult]) -> Check:
     )
 
 
+def _kill_checks(faults: list[FaultResult], counted: str, hit: str) -> list[Check]:
+    """Every kill was a SIGKILL, and each found what it was aimed at (`detail[counted]` > 0)."""
+    aimed = sum(1 for fault in faults if fault.detail[counted] > 0)
+    return [
+        Check("every kill was a SIGKILL", all(f.detail["exit"] == SIGKILLED for f in faults)),
+        Check(f"every kill {hit}", aimed == len(faults), f"{aimed} of {len(faults)}"),
+    ]
+
+
 async def _wait_until(condition: Callable[[], object], timeout: float) -> None:
     """Wait until `condition()` is truthy."""
     deadline = time.monotonic() + timeout
@@ -291,6 +292,32 @@ async def _wait_until(condition: Callable[[], object], timeout: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {timeout:g} s")
         await asyncio.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class _Outage:
+    """Wall-clock times of one server outage: stop asked, stopped, start asked, started."""
+
+    started: float
+    down: float
+    back: float
+    ended: float
+    consumer_midway: ConsumerInfo | None = None  # the durable, half way through (if looked at)
+
+
+async def _outage(current: Stage, server: str, seconds: float, look_midway: bool = False) -> _Outage:
+    """Stop `server` (a PrivateServers component), keep it down `seconds`, start it again."""
+    started = time.time()
+    await asyncio.to_thread(current.private.stop, server)
+    down = time.time()
+    middle = None
+    if look_midway:
+        await asyncio.sleep(seconds / 2)
+        middle = await current.consumer()
+    await asyncio.sleep(max(seconds - (time.time() - down), 0))
+    back = time.time()
+    await asyncio.to_thread(current.private.start)
+    return _Outage(started, down, back, time.time(), middle)
 
 
 # -- 2. restart NATS during ingest -----------------------------------------------------------------
@@ -303,20 +330,15 @@ async def _nats_restarts(
     outages: list[tuple[float, float]] = []
     for index in range(config.nats_restarts):
         await _next_fault(current, client, config)
-        started = time.time()
-        await asyncio.to_thread(current.private.stop, "nats")
-        down = time.time()
-        await asyncio.sleep(config.nats_down)
-        back = time.time()
-        await asyncio.to_thread(current.private.start)
-        ended = time.time()
+        outage = await _outage(current, "nats", config.nats_down)
+        down, back = outage.down, outage.back
         outages.append((down, back))
         during = [a for a in client.attempts if down <= a.answered <= back]
         faults.append(
             FaultResult(
                 index,
-                started,
-                ended,
+                outage.started,
+                outage.ended,
                 {
                     "down_seconds": round(back - down, 2),
                     "answers_while_down": len(during),
@@ -365,31 +387,25 @@ async def _mariadb_stops(
     held: list[int] = []
     for index in range(config.mariadb_stops):
         await _next_fault(current, client, config)
-        started = time.time()
-        await asyncio.to_thread(current.private.stop, "mariadb")
-        down = time.time()
         # Mid-outage: the worker holds its batch (in progress, not acked, not redelivered).
-        await asyncio.sleep(config.mariadb_down / 2)
-        middle = await current.consumer()
+        outage = await _outage(current, "mariadb", config.mariadb_down, look_midway=True)
+        middle = outage.consumer_midway
         held.append((middle.num_ack_pending or 0) if middle is not None else 0)
-        await asyncio.sleep(max(config.mariadb_down - (time.time() - down), 0))
-        back = time.time()
-        await asyncio.to_thread(current.private.start)
-        ended = time.time()
         faults.append(
             FaultResult(
                 index,
-                started,
-                ended,
+                outage.started,
+                outage.ended,
                 {
-                    "stop_seconds": round(down - started, 2),
-                    "down_seconds": round(back - down, 2),
-                    "start_seconds": round(ended - back, 2),
+                    "stop_seconds": round(outage.down - outage.started, 2),
+                    "down_seconds": round(outage.back - outage.down, 2),
+                    "start_seconds": round(outage.ended - outage.back, 2),
                     "consumer_mid_outage": describe_consumer(middle),
                 },
             )
         )
-        progress("mariadb", f"stop {index + 1}/{config.mariadb_stops}: down {back - down:.0f} s")
+        down_for = outage.back - outage.down
+        progress("mariadb", f"stop {index + 1}/{config.mariadb_stops}: down {down_for:.0f} s")
     workers = current.live_workers()
     backed_off = any(w.log_has("database unavailable; batch kept, retrying") for w in current.workers)
     checks = [
@@ -435,14 +451,8 @@ async def _ingest_kills(
             )
         )
         progress("ingest", f"kill {index + 1}/{config.ingest_kills}: {in_flight} requests in flight")
-    with_flight = sum(1 for fault in faults if fault.detail["in_flight_at_kill"] > 0)
     checks = [
-        Check("every kill was a SIGKILL", all(f.detail["exit"] == SIGKILLED for f in faults)),
-        Check(
-            "every kill had requests in flight",
-            with_flight == len(faults),
-            f"{with_flight} of {len(faults)}",
-        ),
+        *_kill_checks(faults, "in_flight_at_kill", "had requests in flight"),
         Check(
             "clients retried the cut requests",
             client.summary().retries > 0,
