@@ -33,17 +33,7 @@ from gamify.rules.engine import RulesEngine
 from gamify.scoring.store import BatchResult, create_scoring_engine, score_batch
 from gamify.snapshots.writer import run_snapshot, snapshot_url
 from gamify.storage import FileStore, open_store
-from tests.integration.test_scoring import (
-    MSG_ID,
-    Target,
-    provisioned,
-    publish,
-    pure_totals,
-    query,
-    running_workers,
-    stream_event,
-    wait_drained,
-)
+from tests.integration import scoring_support as scoring
 
 SPEC: dict[str, Any] = {
     "schedule": {"start": "2027-01-01T00:00:00Z", "end": "2027-02-01T00:00:00Z", "timezone": "UTC"},
@@ -68,20 +58,20 @@ BOOKKEEPING = ("snapshot_runs", "erasures", "privacy_salt", "alembic_version")
 def program_a_events() -> list[StreamEvent]:
     # Event ids never contain a user id, so a text search of the schema for "alice" means something.
     return [
-        stream_event("e1", "activity.steps", "alice", DAY + "08:00:00Z", steps=8000),  # 80
-        stream_event("e2", "app.login", "alice", DAY + "09:00:00Z"),  # 5 -> 85, badge fifty
-        stream_event("e3", "reward.redeem", "alice", DAY + "10:00:00Z", reward="mug"),  # fulfilled
-        stream_event("e4", "activity.steps", "bob", DAY + "08:30:00Z", steps=6000),  # 60
-        stream_event("e5", "app.login", "bob", DAY + "09:30:00Z"),  # 5 -> 65, badge fifty
-        stream_event("e6", "reward.redeem", "bob", DAY + "11:00:00Z", reward="mug"),  # the last mug
-        stream_event("e7", "app.login", "carol", DAY + "12:00:00Z"),  # 5
+        scoring.stream_event("e1", "activity.steps", "alice", DAY + "08:00:00Z", steps=8000),  # 80
+        scoring.stream_event("e2", "app.login", "alice", DAY + "09:00:00Z"),  # 5 -> 85, badge fifty
+        scoring.stream_event("e3", "reward.redeem", "alice", DAY + "10:00:00Z", reward="mug"),  # fulfilled
+        scoring.stream_event("e4", "activity.steps", "bob", DAY + "08:30:00Z", steps=6000),  # 60
+        scoring.stream_event("e5", "app.login", "bob", DAY + "09:30:00Z"),  # 5 -> 65, badge fifty
+        scoring.stream_event("e6", "reward.redeem", "bob", DAY + "11:00:00Z", reward="mug"),  # the last mug
+        scoring.stream_event("e7", "app.login", "carol", DAY + "12:00:00Z"),  # 5
     ]
 
 
 def program_b_events() -> list[StreamEvent]:
     return [
-        stream_event("f1", "activity.steps", "alice", DAY + "08:00:00Z", steps=3000),  # 30
-        stream_event("f2", "activity.steps", "bob", DAY + "08:00:00Z", steps=5000),  # 50
+        scoring.stream_event("f1", "activity.steps", "alice", DAY + "08:00:00Z", steps=3000),  # 30
+        scoring.stream_event("f2", "activity.steps", "bob", DAY + "08:00:00Z", steps=5000),  # 50
     ]
 
 
@@ -131,7 +121,7 @@ def rows_of(before: dict[str, list[tuple[Any, ...]]], table: str, user: str) -> 
     return sum(1 for row in before[table] if row[column] == user)
 
 
-async def stream_bodies(target: Target) -> list[dict[str, Any]]:
+async def stream_bodies(target: scoring.Target) -> list[dict[str, Any]]:
     """Every message still in the program's stream, as (subject, body) dicts."""
     info = await target.js.stream_info(target.names.stream)
     bodies = []
@@ -148,17 +138,17 @@ def users_in_stream(bodies: list[dict[str, Any]]) -> list[str]:
     return sorted(item["body"].get("user") for item in bodies)
 
 
-async def dead_letter(target: Target, event: StreamEvent) -> None:
+async def dead_letter(target: scoring.Target, event: StreamEvent) -> None:
     """A dead letter as the worker writes one: the original body on the deadletter subject."""
     await target.js.publish(
         target.names.dead_letter_subject(event.type),
         event.to_bytes(),
-        headers={MSG_ID: f"deadletter-{event.id}", "Gamify-Reason": "test"},
+        headers={scoring.MSG_ID: f"deadletter-{event.id}", "Gamify-Reason": "test"},
         stream=target.names.stream,
     )
 
 
-def erasure_target(target: Target, bucket_url: str) -> ErasureTarget:
+def erasure_target(target: scoring.Target, bucket_url: str) -> ErasureTarget:
     return ErasureTarget(
         target.program.name,
         target.database_url,
@@ -167,23 +157,25 @@ def erasure_target(target: Target, bucket_url: str) -> ErasureTarget:
     )
 
 
-async def erase(target: Target, bucket_url: str, user: str, **options: Any) -> ErasureReport:
+async def erase(target: scoring.Target, bucket_url: str, user: str, **options: Any) -> ErasureReport:
     return await asyncio.to_thread(
         erase_user, erasure_target(target, bucket_url), user, "dpo@acme", **options
     )
 
 
-async def scored(target: Target, events: list[StreamEvent]) -> None:
-    await publish(target, events)
-    async with running_workers(target, batch_size=50):
-        await wait_drained(target)
+async def scored(target: scoring.Target, events: list[StreamEvent]) -> None:
+    await scoring.publish(target, events)
+    async with scoring.running_workers(target, batch_size=50):
+        await scoring.wait_drained(target)
 
 
 @asynccontextmanager
-async def two_programs(nats_url: str, mysql_admin_url: str) -> AsyncIterator[tuple[Target, Target]]:
+async def two_programs(
+    nats_url: str, mysql_admin_url: str
+) -> AsyncIterator[tuple[scoring.Target, scoring.Target]]:
     async with AsyncExitStack() as stack:
-        a = await stack.enter_async_context(provisioned(SPEC, nats_url, mysql_admin_url))
-        b = await stack.enter_async_context(provisioned(SPEC, nats_url, mysql_admin_url))
+        a = await stack.enter_async_context(scoring.provisioned(SPEC, nats_url, mysql_admin_url))
+        b = await stack.enter_async_context(scoring.provisioned(SPEC, nats_url, mysql_admin_url))
         yield a, b
 
 
@@ -197,9 +189,9 @@ async def test_erasure_removes_one_user_of_one_program_and_nothing_else(
     async with two_programs(nats_url, mysql_admin_url) as (a, b):
         await scored(a, program_a_events())
         await scored(b, program_b_events())
-        alice_letter = stream_event("e9", "activity.steps", "alice", DAY + "13:00:00Z", steps=1)
+        alice_letter = scoring.stream_event("e9", "activity.steps", "alice", DAY + "13:00:00Z", steps=1)
         await dead_letter(a, alice_letter)
-        await dead_letter(a, stream_event("e8", "activity.steps", "bob", DAY + "13:00:00Z", steps=1))
+        await dead_letter(a, scoring.stream_event("e8", "activity.steps", "bob", DAY + "13:00:00Z", steps=1))
         for target in (a, b):
             await asyncio.to_thread(run_snapshot, target.program, target.database_url, bucket)
         store_a = open_store(snapshot_url(a.program, bucket))
@@ -228,7 +220,7 @@ async def test_erasure_removes_one_user_of_one_program_and_nothing_else(
         assert report.previous_erasures == 0 and not report.nothing_left
         assert "alice" not in repr(dump(a.database_url))
         # The mug alice redeemed was handed out: it is not returned to the catalog.
-        assert query(a.database_url, "SELECT stock, redeemed FROM reward_stock") == [(2, 2)]
+        assert scoring.query(a.database_url, "SELECT stock, redeemed FROM reward_stock") == [(2, 2)]
         # Program B, the same user ids: untouched everywhere.
         assert dump(b.database_url) == before_b
         assert await stream_bodies(b) == stream_b
@@ -263,23 +255,26 @@ async def test_erasure_removes_one_user_of_one_program_and_nothing_else(
         assert [entry.id for entry in entries] == [report.erasure_id, again.erasure_id]
         assert all(entry.finished_at is not None and entry.requested_by == "dpo@acme" for entry in entries)
         assert entries[0].counts == report.counts
-        assert "alice" not in repr(query(a.database_url, "SELECT * FROM erasures"))
+        assert "alice" not in repr(scoring.query(a.database_url, "SELECT * FROM erasures"))
         assert [e.id for e in audit_log(a.database_url, "alice")] == [report.erasure_id, again.erasure_id]
         assert audit_log(a.database_url, "bob") == []
         assert audit_log(b.database_url) == []
 
         # Alice's old events re-sent after the stream's dedupe window, and a new one: none is
         # scored, and nothing of hers comes back.
-        ledger_before = query(a.database_url, "SELECT COUNT(*) FROM ledger")
+        ledger_before = scoring.query(a.database_url, "SELECT COUNT(*) FROM ledger")
         old = program_a_events()[:2]
-        new = stream_event("e10", "app.login", "alice", DAY + "14:00:00Z")
-        await publish(a, [*old, new], msg_ids=["e1-resent", "e2-resent", "e10"])
-        await publish(a, [stream_event("e11", "app.login", "carol", DAY + "14:00:00Z")])
-        async with running_workers(a, batch_size=50):
-            await wait_drained(a)
-        assert query(a.database_url, "SELECT user_id FROM users ORDER BY user_id") == [("bob",), ("carol",)]
-        assert query(a.database_url, "SELECT COUNT(*) FROM ledger") == [(ledger_before[0][0] + 1,)]
-        assert query(a.database_url, "SELECT COUNT(*) FROM events WHERE event_id = 'e10'") == [(0,)]
+        new = scoring.stream_event("e10", "app.login", "alice", DAY + "14:00:00Z")
+        await scoring.publish(a, [*old, new], msg_ids=["e1-resent", "e2-resent", "e10"])
+        await scoring.publish(a, [scoring.stream_event("e11", "app.login", "carol", DAY + "14:00:00Z")])
+        async with scoring.running_workers(a, batch_size=50):
+            await scoring.wait_drained(a)
+        assert scoring.query(a.database_url, "SELECT user_id FROM users ORDER BY user_id") == [
+            ("bob",),
+            ("carol",),
+        ]
+        assert scoring.query(a.database_url, "SELECT COUNT(*) FROM ledger") == [(ledger_before[0][0] + 1,)]
+        assert scoring.query(a.database_url, "SELECT COUNT(*) FROM events WHERE event_id = 'e10'") == [(0,)]
         assert "alice" not in repr(dump(a.database_url))
         # Those late messages still sit in the stream until erased again (docs/operations.md).
         third = await erase(a, bucket, "alice")
@@ -293,20 +288,20 @@ async def test_a_user_the_database_never_saw_is_erased_from_the_stream(
     """Events accepted but not yet scored: only the stream holds them; erasing must find them
     there, and the scorer must never score them afterwards."""
     bucket = (tmp_path / "bucket").as_uri()
-    async with provisioned(SPEC, nats_url, mysql_admin_url) as a:
+    async with scoring.provisioned(SPEC, nats_url, mysql_admin_url) as a:
         pending = [
-            stream_event("p1", "app.login", "dora", DAY + "08:00:00Z"),
-            stream_event("p2", "app.login", "bob", DAY + "08:00:00Z"),
+            scoring.stream_event("p1", "app.login", "dora", DAY + "08:00:00Z"),
+            scoring.stream_event("p2", "app.login", "bob", DAY + "08:00:00Z"),
         ]
-        await publish(a, pending)
+        await scoring.publish(a, pending)
         report = await erase(a, bucket, "dora")
         assert report.counts["streamMessages"] == 1 and report.removed == 1
         assert users_in_stream(await stream_bodies(a)) == ["bob"]
         # Had the worker fetched dora's event before the deletion, it would skip it: replay it.
-        await publish(a, [pending[0]], msg_ids=["p1-late"])
-        async with running_workers(a, batch_size=10) as workers:
-            await wait_drained(a)
-        assert query(a.database_url, "SELECT user_id, points FROM users") == [("bob", 5)]
+        await scoring.publish(a, [pending[0]], msg_ids=["p1-late"])
+        async with scoring.running_workers(a, batch_size=10) as workers:
+            await scoring.wait_drained(a)
+        assert scoring.query(a.database_url, "SELECT user_id, points FROM users") == [("bob", 5)]
         # Counted as skipped for an erased user, neither scored nor a duplicate.
         assert (workers[0].totals.scored, workers[0].totals.erased) == (1, 1)
 
@@ -361,7 +356,7 @@ class TableLock:
         self.engine.dispose()
 
 
-def _score_in_thread(target: Target, events: list[StreamEvent]) -> tuple[threading.Thread, list[Any]]:
+def _score_in_thread(target: scoring.Target, events: list[StreamEvent]) -> tuple[threading.Thread, list[Any]]:
     engine = create_scoring_engine(target.database_url)
     rules = RulesEngine(target.program.spec)
     outcome: list[Any] = []
@@ -379,7 +374,7 @@ def _score_in_thread(target: Target, events: list[StreamEvent]) -> tuple[threadi
     return thread, outcome
 
 
-def _erase_in_thread(target: Target, bucket: str, user: str) -> tuple[threading.Thread, list[Any]]:
+def _erase_in_thread(target: scoring.Target, bucket: str, user: str) -> tuple[threading.Thread, list[Any]]:
     outcome: list[Any] = []
 
     def work() -> None:
@@ -407,7 +402,7 @@ async def test_a_batch_waiting_on_the_erasure_does_not_resurrect_the_user(
     """The erasure holds alice's row lock, mid-transaction; a scoring batch with a new event of
     hers waits on that lock. Once the erasure commits, the batch must score nothing of hers."""
     bucket = (tmp_path / "bucket").as_uri()
-    async with provisioned(SPEC, nats_url, mysql_admin_url) as a:
+    async with scoring.provisioned(SPEC, nats_url, mysql_admin_url) as a:
         schema = a.names.schema
         await scored(a, program_a_events())
         held = TableLock(mysql_admin_url, schema, "erasures")  # the erasure's last table
@@ -415,8 +410,8 @@ async def test_a_batch_waiting_on_the_erasure_does_not_resurrect_the_user(
             eraser = _erase_in_thread(a, bucket, "alice")
             _wait_until(lambda: _waiting(mysql_admin_url, schema, table_locks=1), "the erasure to wait")
             late = [
-                stream_event("n1", "activity.steps", "alice", DAY + "15:00:00Z", steps=9000),
-                stream_event("n2", "app.login", "bob", DAY + "15:00:00Z"),
+                scoring.stream_event("n1", "activity.steps", "alice", DAY + "15:00:00Z", steps=9000),
+                scoring.stream_event("n2", "app.login", "bob", DAY + "15:00:00Z"),
             ]
             scorer = _score_in_thread(a, late)
             _wait_until(lambda: _waiting(mysql_admin_url, schema, row_locks=1), "the batch to wait on alice")
@@ -426,7 +421,7 @@ async def test_a_batch_waiting_on_the_erasure_does_not_resurrect_the_user(
         batch: BatchResult = _result(*scorer)
         assert report.counts["ledger"] == 3
         assert batch.erased == ["n1"] and batch.scored == 1 and batch.points == 5
-        assert query(a.database_url, "SELECT user_id, points FROM users ORDER BY user_id") == [
+        assert scoring.query(a.database_url, "SELECT user_id, points FROM users ORDER BY user_id") == [
             ("bob", 70),
             ("carol", 5),
         ]
@@ -439,12 +434,14 @@ async def test_an_erasure_waiting_on_a_batch_erases_what_the_batch_wrote(
     """The other order: a batch holds alice's row lock mid-transaction and the erasure waits;
     once the batch commits, the erasure removes its rows too."""
     bucket = (tmp_path / "bucket").as_uri()
-    async with provisioned(SPEC, nats_url, mysql_admin_url) as a:
+    async with scoring.provisioned(SPEC, nats_url, mysql_admin_url) as a:
         schema = a.names.schema
         await scored(a, program_a_events())
         held = TableLock(mysql_admin_url, schema, "board_points")  # the batch's last table
         try:
-            scorer = _score_in_thread(a, [stream_event("n1", "app.login", "alice", DAY + "15:00:00Z")])
+            scorer = _score_in_thread(
+                a, [scoring.stream_event("n1", "app.login", "alice", DAY + "15:00:00Z")]
+            )
             _wait_until(lambda: _waiting(mysql_admin_url, schema, table_locks=1), "the batch to wait")
             eraser = _erase_in_thread(a, bucket, "alice")
             _wait_until(
@@ -463,26 +460,28 @@ async def test_erasure_during_continuous_scoring(nats_url: str, mysql_admin_url:
     """Workers score a steady stream of three users' events while alice is erased: afterwards
     nothing of alice is left (database or stream) and the others' totals are exact."""
     bucket = (tmp_path / "bucket").as_uri()
-    async with provisioned(SPEC, nats_url, mysql_admin_url) as a:
+    async with scoring.provisioned(SPEC, nats_url, mysql_admin_url) as a:
         events = [
-            stream_event(f"c{n}-{index}", "app.login", user, f"2027-01-{1 + n % 28:02d}T10:{n % 60:02d}:00Z")
+            scoring.stream_event(
+                f"c{n}-{index}", "app.login", user, f"2027-01-{1 + n % 28:02d}T10:{n % 60:02d}:00Z"
+            )
             for n in range(150)
             for index, user in enumerate(("alice", "bob", "carol"))
         ]
-        await publish(a, events)
-        async with running_workers(a, count=2, batch_size=10):
+        await scoring.publish(a, events)
+        async with scoring.running_workers(a, count=2, batch_size=10):
             deadline = time.monotonic() + 20
-            while query(a.database_url, "SELECT COUNT(*) FROM events")[0][0] < 60:
+            while scoring.query(a.database_url, "SELECT COUNT(*) FROM events")[0][0] < 60:
                 assert time.monotonic() < deadline, "scoring did not start"
                 await asyncio.sleep(0.02)
             report = await erase(a, bucket, "alice")
-            await wait_drained(a)
+            await scoring.wait_drained(a)
         assert report.counts["streamMessages"] > 0 and report.counts["ledger"] > 0
         assert "alice" not in repr(dump(a.database_url))
         assert "alice" not in users_in_stream(await stream_bodies(a))
         others = [event for event in events if event.user != "alice"]
-        expected = pure_totals(a.program, others)
-        totals = query(a.database_url, "SELECT user_id, points, spent FROM users ORDER BY user_id")
+        expected = scoring.pure_totals(a.program, others)
+        totals = scoring.query(a.database_url, "SELECT user_id, points, spent FROM users ORDER BY user_id")
         assert {user: (points, spent) for user, points, spent in totals} == expected
 
 
@@ -508,7 +507,7 @@ class PausingStore(FileStore):
 async def test_a_snapshot_run_in_progress_cannot_write_the_erased_user_back(
     nats_url: str, mysql_admin_url: str, tmp_path: Path
 ) -> None:
-    async with provisioned(SPEC, nats_url, mysql_admin_url) as a:
+    async with scoring.provisioned(SPEC, nats_url, mysql_admin_url) as a:
         await scored(a, program_a_events())
         bucket = (tmp_path / "bucket").as_uri()
         root = Path(open_store(snapshot_url(a.program, bucket)).base_url.removeprefix("file://"))
@@ -542,7 +541,7 @@ async def test_cli_users_erase_and_audit_log(
     monkeypatch.setenv("GAMIFY_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("GAMIFY_NATS_URL", nats_url)
     bucket = (tmp_path / "bucket").as_uri()
-    async with provisioned(SPEC, nats_url, mysql_admin_url) as a:
+    async with scoring.provisioned(SPEC, nats_url, mysql_admin_url) as a:
         await scored(a, program_a_events())
         name = a.program.name
         local.save_state(
@@ -563,7 +562,7 @@ async def test_cli_users_erase_and_audit_log(
 
         refused = await asyncio.to_thread(cli, "users", "erase", name, "alice", answer="n\n")
         assert refused.exit_code == 1
-        assert query(a.database_url, "SELECT COUNT(*) FROM users WHERE user_id = 'alice'") == [(1,)]
+        assert scoring.query(a.database_url, "SELECT COUNT(*) FROM users WHERE user_id = 'alice'") == [(1,)]
 
         erased = await asyncio.to_thread(
             cli, "users", "erase", name, "alice", "--yes", "--json", "--by", "dpo"

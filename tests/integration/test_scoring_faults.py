@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 
 from gamify.events import StreamEvent
 from gamify.program import dump_program
-from tests.integration.test_scoring import (
+from tests.integration.scoring_support import (
     Target,
     provisioned,
     publish,
