@@ -310,17 +310,15 @@ async def test_a_user_the_database_never_saw_is_erased_from_the_stream(
 
 
 def _waiting(admin_url: str, schema: str, *, row_locks: int = 0, table_locks: int = 0) -> bool:
+    """Whether at least `row_locks` transactions of the program's user wait for an InnoDB row
+    lock, and `table_locks` sessions on its schema wait for a table (metadata) lock.
+
+    Row-lock waits are read from SHOW ENGINE INNODB STATUS: information_schema.INNODB_TRX was
+    seen listing only the inspecting account's own transactions on this MariaDB."""
     engine = create_engine(admin_url)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(
-                text(
-                    "SELECT t.trx_state FROM information_schema.INNODB_TRX t JOIN "
-                    "information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
-                    "WHERE p.DB = :db AND t.trx_state = 'LOCK WAIT'"
-                ),
-                {"db": schema},
-            ).all()
+            status = str(connection.exec_driver_sql("SHOW ENGINE INNODB STATUS").one()[2])
             metadata = connection.execute(
                 text(
                     "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
@@ -328,7 +326,10 @@ def _waiting(admin_url: str, schema: str, *, row_locks: int = 0, table_locks: in
                 ),
                 {"db": schema},
             ).scalar()
-        return len(rows) >= row_locks and int(metadata or 0) >= table_locks
+        # One block per transaction: "---TRANSACTION <id>, ACTIVE ... LOCK WAIT ... <host> <user> ...".
+        transactions = status.split("---TRANSACTION ")[1:]
+        lock_waits = sum(1 for block in transactions if "LOCK WAIT" in block and f" {schema} " in block)
+        return lock_waits >= row_locks and int(metadata or 0) >= table_locks
     finally:
         engine.dispose()
 
