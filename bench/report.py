@@ -139,6 +139,7 @@ def _scoring_figures(r: ScoringResults) -> dict[str, str]:
         "raw_total_us": f"{raw_total_us:.0f}",
         "cpu_ratio": _pct(raw_total_us / total_us),
         "two_core_ratio": _pct(2 * raw_total_us / total_us),
+        "db_cores": f"{_med(x['MariaDB: cores busy, worker']):.2f}",
         "target_total_us": f"{2 * raw_total_us / SCORING_TARGET:.0f}",
         "worker_us": f"{_med(x['worker: CPU ms per 1,000 events']):.0f}",
         "worker_cores": f"{_med(x['worker: cores busy']):.2f}",
