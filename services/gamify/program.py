@@ -372,9 +372,30 @@ class Program(BaseModel):
     metadata: Metadata
     spec: ProgramSpec
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, document: Any) -> Any:
+        # The API server prunes null fields before it validates or stores an object, so
+        # `rewards:` left empty in YAML means "absent" to kubectl; read it the same way here.
+        return _without_nulls(document)
+
     @property
     def name(self) -> str:
         return self.metadata.name
+
+
+def _without_nulls(node: Any, *, schemaless: bool = False) -> Any:
+    """`node` with null-valued keys removed from every mapping, as the API server prunes them;
+    not inside a condition's `value`, whose content the CRD keeps as it is."""
+    if isinstance(node, dict):
+        return {
+            key: _without_nulls(value, schemaless=schemaless or key == "value")
+            for key, value in node.items()
+            if value is not None or schemaless
+        }
+    if isinstance(node, list):
+        return [_without_nulls(item, schemaless=schemaless) for item in node]
+    return node
 
 
 class ProgramError(ValueError):

@@ -41,14 +41,11 @@ EXAMPLES = {
 }
 
 
-# Known differences, both in the safe direction (nothing reaches a running program unchecked):
-# - null: the API server prunes a null field (absent, then defaulted); the model refuses null.
-#   So `rewards:` (empty YAML) is refused by `gamify local up` but applied by kubectl.
-# - lax numbers: the model reads `true` as 1 and 2.0 as 2 for an integer field; the API server
-#   refuses both, so such a spec never reaches the operator.
+# Known difference, in the safe direction (nothing reaches a running program unchecked):
+# lax numbers: the model reads `true` as 1 and 2.0 as 2 for an integer field; the API server
+# refuses both, so such a spec never reaches the operator. (Nulls agree: the model drops null
+# fields as the API server prunes them.)
 def known_difference(value: Any, model_accepts: bool) -> str | None:
-    if value is None and not model_accepts:
-        return "API server prunes null"
     if isinstance(value, bool | float) and model_accepts:
         return "model coerces true/2.0 to an integer"
     return None

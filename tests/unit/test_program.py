@@ -389,3 +389,24 @@ def test_models_are_frozen(sample_path: Path) -> None:
     with pytest.raises(ValueError):
         program.spec.rules[0].points = 99  # type: ignore[misc]
     assert isinstance(program, Program)
+
+
+def test_null_fields_are_absent_as_the_api_server_prunes_them(tmp_path: Path) -> None:
+    """`rewards:` left empty in YAML is null: kubectl applies it (the API server prunes nulls),
+    so the local loader must read it as absent too, not refuse it."""
+    document = sample_document()
+    document["spec"]["rewards"] = None
+    document["spec"]["boosts"] = None
+    document["spec"]["rules"][0]["dailyCap"] = None
+    document["spec"]["rules"][0]["conditions"] = [{"property": "where", "op": "eq", "value": {"room": None}}]
+    path = tmp_path / "nulls.yaml"
+    path.write_text(yaml.safe_dump(document))
+    program = load_program(path)
+    assert program.spec.rewards == [] and program.spec.boosts == []
+    assert program.spec.rules[0].daily_cap is None
+    # Inside a condition's value (kept as it is by the CRD) a null is data.
+    assert program.spec.rules[0].conditions[0].value == {"room": None}
+    # A required field given as null is still missing, and named.
+    document["spec"]["schedule"]["start"] = None
+    with pytest.raises(ProgramError, match=r"spec\.schedule\.start"):
+        parse_program(document)
