@@ -34,9 +34,11 @@ from sqlalchemy import create_engine, text
 from gamify.credentials import generate_api_key, generate_password, hash_api_key
 from gamify.events import StreamEvent
 from gamify.naming import ProgramNames
+from gamify.nats_login import INGEST, SCORING
 from gamify.program import Program, dump_program, parse_program
 from gamify.provisioning import ProvisionResult, deprovision, provision
-from gamify.settings import Servers
+from gamify.provisioning.nats_auth import ProgramNatsCredentials
+from gamify.settings import Servers, without_login
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -344,17 +346,25 @@ class Provisioned:
     api_key: str
     bucket_dir: Path
     servers: Servers
+    nats_credentials: ProgramNatsCredentials
     names: ProgramNames = field(init=False)
 
     def __post_init__(self) -> None:
         self.names = ProgramNames(self.program.name)
 
-    def service_env(self, port: int = 0) -> dict[str, str]:
-        """The environment the operator gives the program's containers."""
+    def service_env(self, workload: str | None = None, port: int = 0) -> dict[str, str]:
+        """The environment the operator gives the program's containers. On a NATS server with
+        users, `ingest` and `scoring` sign in as the program's own users (URL without login)."""
+        nats_env = {"GAMIFY_NATS_URL": self.servers.nats_url}
+        if self.servers.nats_auth_dir is not None and workload in (INGEST, SCORING):
+            nats_env = {
+                "GAMIFY_NATS_URL": without_login(self.servers.nats_url),
+                **self.nats_credentials.login(workload).environment(),
+            }
         env = {
             **os.environ,
             "GAMIFY_PROGRAM_FILE": str(self.program_file),
-            "GAMIFY_NATS_URL": self.servers.nats_url,
+            **nats_env,
             "GAMIFY_DATABASE_URL": self.result.database_url,
             "GAMIFY_API_KEY_HASHES": hash_api_key(self.api_key),
             "GAMIFY_BUCKET": self.bucket_dir.as_uri(),
@@ -381,9 +391,18 @@ async def provisioned(
     program = (make_program or (lambda url: bench_program(kind, url)))(bucket_dir.as_uri())
     program_file = workdir / f"{program.name}.yaml"
     program_file.write_text(dump_program(program))
-    result = await provision(program, servers, generate_password())
+    nats_credentials = ProgramNatsCredentials.generate(program.name)
+    result = await provision(program, servers, generate_password(), nats_credentials=nats_credentials)
     try:
-        yield Provisioned(program, result, program_file, generate_api_key(program.name), bucket_dir, servers)
+        yield Provisioned(
+            program,
+            result,
+            program_file,
+            generate_api_key(program.name),
+            bucket_dir,
+            servers,
+            nats_credentials,
+        )
     finally:
         try:
             await deprovision(program.name, servers, bucket_dir.as_uri(), delete_data=True)
@@ -469,7 +488,7 @@ class IngestProcess:
     ) -> IngestProcess:
         """`port`: listen there (a restart keeps its clients' URL); default a free one."""
         port = port or free_port()
-        env = {**target.service_env(port), "GAMIFY_LOG_LEVEL": log_level}
+        env = {**target.service_env(INGEST, port), "GAMIFY_LOG_LEVEL": log_level}
         proc = start_process([PYTHON, "-m", "gamify.ingest"], env, log_path)
         url = f"http://127.0.0.1:{port}"
         try:
@@ -485,7 +504,7 @@ class IngestProcess:
 
 def start_worker(target: Provisioned, log_path: Path) -> subprocess.Popen[bytes]:
     """One scoring worker (`python -m gamify.scoring`), as the scoring Deployment runs it."""
-    return start_process([PYTHON, "-m", "gamify.scoring"], target.service_env(), log_path)
+    return start_process([PYTHON, "-m", "gamify.scoring"], target.service_env(SCORING), log_path)
 
 
 def run_load(args: Sequence[str], api_key: str, timeout: float) -> dict[str, Any]:

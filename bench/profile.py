@@ -40,6 +40,7 @@ from bench.common import (
     stream_payloads,
 )
 from gamify.logs import configure_logging
+from gamify.nats_login import SCORING
 from gamify.settings import Servers
 
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
@@ -142,7 +143,9 @@ async def profile_scoring(py_spy: str, target: Provisioned, workdir: Path, event
     await raw_publish(target.servers.nats_url, target.names, payloads)
     out = workdir / "scoring.raw"
     args = [py_spy, "record", "--idle", "--rate", "200", "--format", "raw", "--output", str(out), "--"]
-    worker = start_process([*args, PYTHON, "-m", "gamify.scoring"], target.service_env(), workdir / "w.log")
+    worker = start_process(
+        [*args, PYTHON, "-m", "gamify.scoring"], target.service_env(SCORING), workdir / "w.log"
+    )
     try:
         import nats
 

@@ -35,6 +35,7 @@ from bench.common import (
 from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerInfo
 
+from gamify.nats_login import SCORING
 from gamify.program import Program
 from gamify.provisioning import nats as stream_provisioning
 from reliability.servers import PrivateServers
@@ -118,7 +119,7 @@ class Stage:
     # -- workers ----------------------------------------------------------------------------------
 
     def start_worker(self) -> Worker:
-        env = {**self.target.service_env(), "GAMIFY_SCORING_BATCH": str(self.config.worker_batch)}
+        env = {**self.target.service_env(SCORING), "GAMIFY_SCORING_BATCH": str(self.config.worker_batch)}
         log_path = self._log_path("scoring")
         worker = Worker(start_process([PYTHON, "-m", "gamify.scoring"], env, log_path), log_path)
         self.workers.append(worker)

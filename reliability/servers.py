@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.common import ROOT, free_port
 
-from gamify.settings import Servers
+from gamify.settings import NATS_ADMIN_PASSWORD_FILE, NATS_ADMIN_USER, Servers, with_nats_login
 
 SERVERS_SCRIPT = ROOT / "scripts" / "servers.sh"
 # What each server runs as (/proc/<pid>/comm), to never signal a recycled pid.
@@ -52,10 +52,15 @@ class PrivateServers:
 
     @property
     def servers(self) -> Servers:
+        """Signed in as the private NATS's admin (servers.sh made its password at `start()`);
+        the program's processes sign in as its own users, as in the one-machine mode."""
+        auth_dir = self.home / "servers" / "nats"
+        admin_password = (auth_dir / NATS_ADMIN_PASSWORD_FILE).read_text().strip()
         return Servers(
-            nats_url=f"nats://127.0.0.1:{self.ports.nats}",
+            nats_url=with_nats_login(f"nats://127.0.0.1:{self.ports.nats}", NATS_ADMIN_USER, admin_password),
             mysql_admin_url=f"mysql+pymysql://root@127.0.0.1:{self.ports.mysql}/",
             bucket=(self.home / "bucket").as_uri(),
+            nats_auth_dir=str(auth_dir),
         )
 
     def _script(self, command: str) -> None:
@@ -66,9 +71,6 @@ class PrivateServers:
             "GAMIFY_NATS_MONITOR_PORT": str(self.ports.nats_monitor),
             "GAMIFY_MYSQL_PORT": str(self.ports.mysql),
             "GAMIFY_GCS_PORT": str(self.ports.gcs),
-            # No extra NATS configuration (e.g. per-program users): the services here connect
-            # without credentials, as the one-machine mode does.
-            "GAMIFY_NATS_CONFIG": os.devnull,
         }
         done = subprocess.run(
             [str(SERVERS_SCRIPT), command], env=env, capture_output=True, text=True, check=False
