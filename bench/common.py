@@ -462,8 +462,12 @@ def tail(path: Path, lines: int = 20) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def wait_http_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
+def wait_http_ready(
+    url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = READY_TIMEOUT
+) -> None:
+    """Until `url`/readyz answers 200; an error with the log's tail if `proc` exits first or
+    `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{url} exited during start-up (code {proc.returncode}):\n{tail(log_path)}")
@@ -471,7 +475,7 @@ def wait_http_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> 
             if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
                 return
         time.sleep(0.1)
-    raise RuntimeError(f"{url} not ready after {READY_TIMEOUT:.0f}s:\n{tail(log_path)}")
+    raise RuntimeError(f"{url} not ready after {timeout:.0f}s:\n{tail(log_path)}")
 
 
 @dataclass

@@ -11,7 +11,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
+from bench.common import wait_http_ready
 
 from gamify.credentials import hash_api_key
 from gamify.ingest.app import create_app
@@ -94,18 +94,7 @@ class IngestProcess:
         return self.process.poll() is None
 
 
-def _wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"ingest exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"ingest at {base_url} not ready in 20 s:\n{log_path.read_text()}")
+READY_SECONDS = 20  # the real process serves /readyz within a second or two
 
 
 @contextmanager
@@ -133,7 +122,7 @@ def ingest_process(
             [sys.executable, "-m", "gamify.ingest"], env=full_env, stdout=log_file, stderr=subprocess.STDOUT
         )
     try:
-        _wait_ready(f"http://127.0.0.1:{port}", process, log_path)
+        wait_http_ready(f"http://127.0.0.1:{port}", process, log_path, timeout=READY_SECONDS)
         yield IngestProcess(program, port, process, log_path)
     finally:
         if process.poll() is None:
