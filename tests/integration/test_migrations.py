@@ -21,7 +21,7 @@ def test_migrations_match_the_declared_tables(mysql_admin_url: str) -> None:
     try:
         upgrade(url)
         upgrade(url)  # idempotent
-        assert current(url) == "0002"
+        assert current(url) == "0003"
         engine = create_engine(url)
         with engine.connect() as connection:
             diff = compare_metadata(MigrationContext.configure(connection), metadata)

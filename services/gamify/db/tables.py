@@ -11,7 +11,9 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
+    Computed,
     Date,
     Index,
     Integer,
@@ -82,7 +84,11 @@ users = Table(
     Column("published_rev", BigInteger, nullable=False, default=0),
     Column("published_ranks", JSON),  # ranks written in the user's last snapshot object
     Column("updated_at", Timestamp, nullable=False),
-    Index("ix_users_changed", "rev", "published_rev"),
+    # Computed, never written: 1 while the user has changes no snapshot published yet. Its index
+    # is what snapshots look up; it moves only when the flag flips, not on every `rev` bump of
+    # the scoring hot path (an index on (rev, published_rev) moved on every award).
+    Column("changed", Boolean, Computed("rev > published_rev", persisted=False)),
+    Index("ix_users_changed", "changed"),
 )
 
 cap_counters = Table(
@@ -140,7 +146,8 @@ board_points = Table(
     Column("window_key", String(16), primary_key=True),
     Column("user_id", String(ID), primary_key=True),
     Column("points", BigInteger, nullable=False),
-    Index("ix_board_rank", "window_key", "points", "user_id"),
+    # No index on points: snapshots read a window's rows by the primary key and rank them in
+    # memory, and every award would move an entry of such an index.
 )
 
 snapshot_runs = Table(

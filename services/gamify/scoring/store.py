@@ -65,7 +65,6 @@ _ENVIRONMENT_ERRORS = {
 REASON_LENGTH = 200  # redemptions.reason
 MAX_MULTIPLIER = Decimal("99999999.9999")  # ledger.multiplier is NUMERIC(12, 4)
 FOUR_PLACES = Decimal("0.0001")
-ONE = Decimal(1)
 
 
 @dataclass(frozen=True)
@@ -80,15 +79,41 @@ class BatchResult:
     erased: list[str] = field(default_factory=list)  # ids of events of erased users, not scored
 
 
+class _Literals:
+    """SQL literals for one batch's statements, on one connection.
+
+    A user id, rule id, day or window key recurs in many rows of a batch (events, ledger, caps,
+    counts, boards): `recurring` renders each once. Rendering values one by one through the
+    driver cost more than scoring itself on this path (see `_literal_renderer`).
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.render = _literal_renderer(connection)
+        self._seen: dict[Any, str] = {}
+
+    def recurring(self, value: Any) -> str:
+        rendered = self._seen.get(value)
+        if rendered is None:
+            rendered = self._seen[value] = self.render(value)
+        return rendered
+
+    def row(self, values: Iterable[Any]) -> str:
+        """`(v1, v2, ...)` of values that recur (ids, days, keys) or are plain numbers."""
+        return "(" + ", ".join(map(self.recurring, values)) + ")"
+
+
 @dataclass
 class _Writes:
-    """Rows the batch inserts or upserts, collected while scoring."""
+    """Rows the batch inserts or upserts, collected while scoring (events, ledger, badges and
+    redemptions already rendered as SQL row literals)."""
 
+    literals: _Literals
     capped_rules: set[str]
-    events: list[tuple[Any, ...]] = field(default_factory=list)
-    ledger: list[tuple[Any, ...]] = field(default_factory=list)
-    badges: list[tuple[Any, ...]] = field(default_factory=list)
-    redemptions: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    ledger: list[str] = field(default_factory=list)
+    badges: list[str] = field(default_factory=list)
+    redemptions: list[str] = field(default_factory=list)
     touched_users: set[str] = field(default_factory=set)
     # What the batch adds to each counter (added in the database: a counter the batch did not
     # need to read is still right).
@@ -205,13 +230,14 @@ def _score_locked(
 ) -> BatchResult:
     spec = rules.spec
     user_ids = sorted({event.user for event, _ in events})
+    literals = _Literals(connection)
 
     # 1. Lock the users, in id order: the same order in every worker.
     users_sql = f"SELECT user_id, points, spent FROM {t.users.name} WHERE user_id IN "
     states = {
         user: UserState(user, points=points, spent=spent)
         for user, points, spent in _query(
-            connection, users_sql + _marks(len(user_ids)) + " ORDER BY user_id FOR UPDATE", user_ids
+            literals, users_sql + _marks(len(user_ids)) + " ORDER BY user_id FOR UPDATE", user_ids
         )
     }
     new_users = [user for user in user_ids if user not in states]
@@ -227,7 +253,7 @@ def _score_locked(
             values=f"(%s, 0, 0, 0, 0, {NOW})",
             on_duplicate="user_id = user_id",
         )
-        for user, points, spent in _query(connection, users_sql + _marks(len(new_users)), new_users):
+        for user, points, spent in _query(literals, users_sql + _marks(len(new_users)), new_users):
             states[user] = UserState(user, points=points, spent=spent)
 
     # 1b. Users erased from the program (gamify.privacy) are never scored again. Checked with
@@ -237,9 +263,8 @@ def _score_locked(
     erased = [event.id for event, _ in events if event.user in erased_users]
     if erased_users:
         events = [(event, seq) for event, seq in events if event.user not in erased_users]
-        connection.exec_driver_sql(
-            f"DELETE FROM {t.users.name} WHERE user_id IN {_marks(len(erased_users))}", tuple(erased_users)
-        )
+        removed = ", ".join(map(literals.recurring, sorted(erased_users)))
+        _execute(connection, f"DELETE FROM {t.users.name} WHERE user_id IN ({removed})")
 
     # 2. Duplicates. Read once the user locks are held: in READ COMMITTED every statement sees
     # what was committed before it started, so whatever another worker scored for these users
@@ -253,7 +278,7 @@ def _score_locked(
     seen = {
         event_id
         for (event_id,) in _query(
-            connection,
+            literals,
             f"SELECT event_id FROM {t.events.name} WHERE event_id IN {_marks(len(event_ids))}",
             event_ids,
         )
@@ -270,11 +295,11 @@ def _score_locked(
         return BatchResult(scored=0, duplicates=duplicates, outcomes=[], points=0, erased=erased)
 
     # 3. Everything else the engine needs, a few queries for the whole batch.
-    _load_state(connection, rules, fresh, states)
-    stock = _lock_stock(connection, spec, fresh)
+    _load_state(literals, rules, fresh, states)
+    stock = _lock_stock(literals, spec, fresh)
 
     # 4. Score in stream order, then write.
-    writes = _Writes(capped_rules={rule.id for rule in spec.rules if rule.daily_cap is not None})
+    writes = _Writes(literals, capped_rules={rule.id for rule in spec.rules if rule.daily_cap is not None})
     outcomes = []
     for event, seq in fresh:
         outcome = rules.score(_scorable(event), states[event.user], stock)
@@ -296,10 +321,9 @@ def _marks(count: int, width: int = 1) -> str:
     return "(" + ", ".join([item] * count) + ")"
 
 
-def _query(connection: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+def _query(literals: _Literals, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     """Rows of a driver-level query whose `%s` marks are filled with `params` as SQL literals."""
-    literal = _literal_renderer(connection)
-    return [tuple(row) for row in _execute(connection, sql % tuple(map(literal, params)))]
+    return [tuple(row) for row in _execute(literals.connection, sql % tuple(map(literals.recurring, params)))]
 
 
 def _execute(connection: Connection, sql: str) -> CursorResult[Any]:
@@ -340,7 +364,7 @@ def _scorable(event: StreamEvent) -> ScorableEvent:
 
 
 def _load_state(
-    connection: Connection,
+    literals: _Literals,
     rules: RulesEngine,
     fresh: Sequence[tuple[StreamEvent, int]],
     states: dict[str, UserState],
@@ -357,7 +381,7 @@ def _load_state(
     }
     if cap_keys:
         caps = _query(
-            connection,
+            literals,
             f"SELECT user_id, rule_id, local_day, points FROM {t.cap_counters.name} "
             f"WHERE (user_id, rule_id, local_day) IN {_marks(len(cap_keys), width=3)}",
             [value for key in cap_keys for value in key],
@@ -372,7 +396,7 @@ def _load_state(
     )
     if scored_users and counted_rules:
         counts = _query(
-            connection,
+            literals,
             f"SELECT user_id, rule_id, awards FROM {t.rule_counts.name} "
             f"WHERE user_id IN {_marks(len(scored_users))} AND rule_id IN {_marks(len(counted_rules))}",
             [*scored_users, *counted_rules],
@@ -381,7 +405,7 @@ def _load_state(
             states[user].rule_awards[rule_id] = awards
     if scored_users and spec.badges:
         badges = _query(
-            connection,
+            literals,
             f"SELECT user_id, badge_id FROM {t.badges.name} WHERE user_id IN {_marks(len(scored_users))}",
             scored_users,
         )
@@ -391,7 +415,7 @@ def _load_state(
     redeemers = sorted({event.user for event, _ in fresh if event.type == REDEEM_EVENT})
     if redeemers and any(reward.per_user_limit is not None for reward in spec.rewards):
         fulfilled = _query(
-            connection,
+            literals,
             f"SELECT user_id, reward_id, COUNT(*) FROM {t.redemptions.name} "
             f"WHERE user_id IN {_marks(len(redeemers))} AND status = 'fulfilled' GROUP BY user_id, reward_id",
             redeemers,
@@ -401,7 +425,7 @@ def _load_state(
 
 
 def _lock_stock(
-    connection: Connection, spec: ProgramSpec, fresh: Sequence[tuple[StreamEvent, int]]
+    literals: _Literals, spec: ProgramSpec, fresh: Sequence[tuple[StreamEvent, int]]
 ) -> dict[str, int | None]:
     """Lock the stock rows of the rewards being redeemed (after the users, in id order; a
     missing row is created with the spec's stock) and return what remains of each (None:
@@ -410,7 +434,7 @@ def _lock_stock(
     if not reward_ids:
         return {}
     _insert(
-        connection,
+        literals.connection,
         t.reward_stock.name,
         ("reward_id", "stock", "redeemed"),
         [(reward_id, _spec_stock(spec, reward_id)) for reward_id in reward_ids],
@@ -418,7 +442,7 @@ def _lock_stock(
         on_duplicate="reward_id = reward_id",
     )
     rows = _query(
-        connection,
+        literals,
         f"SELECT reward_id, stock, redeemed FROM {t.reward_stock.name} "
         f"WHERE reward_id IN {_marks(len(reward_ids))}",
         reward_ids,
@@ -434,20 +458,28 @@ def _sql_time(instant: datetime) -> str:
 
 
 def _collect(rules: RulesEngine, event: StreamEvent, seq: int, outcome: Outcome, writes: _Writes) -> None:
-    occurred = _sql_time(event.occurred_at)
+    """Add the event's rows to `writes`: the event, its ledger entries, badges and redemption as
+    rendered rows; its points to the per-user, per-cap and per-board sums."""
+    literals = writes.literals
+    render, recurring = literals.render, literals.recurring
+    event_id = recurring(event.id)  # rendered already for the duplicates query
     user = event.user
-    properties = orjson.dumps(event.properties).decode()
-    received = _sql_time(event.received_at)
-    writes.events.append((event.id, event.type, user, occurred, received, event.source, properties, seq))
+    user_sql = recurring(user)
+    occurred = "'" + _sql_time(event.occurred_at) + "'"  # digits and separators: nothing to escape
+    properties = render(orjson.dumps(event.properties).decode())
+    writes.events.append(
+        f"({event_id}, {recurring(event.type)}, {user_sql}, {occurred}, '{_sql_time(event.received_at)}', "
+        f"{render(event.source)}, {properties}, {seq}, {NOW})"
+    )
     if outcome.awards:
         writes.touched_users.add(user)
         keys = award_keys(event.occurred_at, rules.zone)
         for award in outcome.awards:
-            multiplier = _storable_multiplier(award.multiplier)
+            multiplier = format(_storable_multiplier(award.multiplier), "f")
             writes.ledger.append(
-                (event.id, user, "award", award.rule_id, None, award.base_points, multiplier, award.points,
-                 occurred, award.local_day.isoformat())
-            )  # fmt: skip
+                f"({event_id}, {user_sql}, 'award', {recurring(award.rule_id)}, NULL, {award.base_points}, "
+                f"{multiplier}, {award.points}, {occurred}, '{award.local_day.isoformat()}', {NOW})"
+            )
             writes.rule_awards[(user, award.rule_id)] += 1
             if award.rule_id in writes.capped_rules:
                 writes.cap_points[(user, award.rule_id, award.local_day)] += award.points
@@ -455,22 +487,23 @@ def _collect(rules: RulesEngine, event: StreamEvent, seq: int, outcome: Outcome,
                 writes.boards[(key, user)] += award.points
     for badge_id in outcome.badges:
         writes.touched_users.add(user)
-        writes.badges.append((user, badge_id, event.id))
+        writes.badges.append(f"({user_sql}, {recurring(badge_id)}, {event_id}, {NOW})")
     redemption = outcome.redemption
     if redemption is not None:
         writes.touched_users.add(user)
         reason = redemption.reason[:REASON_LENGTH] if redemption.reason else None
         reward_id = redemption.reward_id[: t.NAME]  # an unknown id is recorded (rejected), cut to fit
         writes.redemptions.append(
-            (event.id, user, reward_id, redemption.status, reason, redemption.cost, occurred)
+            f"({event_id}, {user_sql}, {render(reward_id)}, {render(redemption.status)}, {render(reason)}, "
+            f"{redemption.cost}, {occurred}, {NOW})"
         )
         if redemption.status == "fulfilled":
             writes.redeemed[redemption.reward_id] += 1
             spend = -redemption.cost
             writes.ledger.append(
-                (event.id, user, "spend", None, redemption.reward_id, spend, ONE, spend, occurred,
-                 outcome.local_day.isoformat())
-            )  # fmt: skip
+                f"({event_id}, {user_sql}, 'spend', NULL, {render(redemption.reward_id)}, {spend}, 1, "
+                f"{spend}, {occurred}, '{outcome.local_day.isoformat()}', {NOW})"
+            )
 
 
 def _storable_multiplier(multiplier: Decimal) -> Decimal:
@@ -491,96 +524,95 @@ def _insert(
     values: str | None = None,
     on_duplicate: str = "",
 ) -> None:
-    """Multi-row `INSERT ... VALUES (...), (...)`: one round trip per ROWS_PER_STATEMENT rows.
+    """Multi-row `INSERT ... VALUES (...), (...)` of `rows` (tuples of values).
 
     `values` is the SQL of one row (default: one `%s` per column); constants written into it
     are not sent per row. Built here rather than left to the driver's executemany, which falls
-    back to one statement per row when `ON DUPLICATE KEY UPDATE` uses VALUES(); the statement
-    is sent without parameters, so the driver does not format it again.
+    back to one statement per row when `ON DUPLICATE KEY UPDATE` uses VALUES().
     """
-    batch = list(rows)
-    if not batch:
-        return
+    literal = _literal_renderer(connection)
     row_sql = values or "(" + ", ".join(["%s"] * len(columns)) + ")"
+    rendered = [row_sql % tuple(map(literal, row)) for row in rows]
+    _insert_rendered(connection, table, columns, rendered, on_duplicate=on_duplicate)
+
+
+def _insert_rendered(
+    connection: Connection, table: str, columns: Sequence[str], rows: Sequence[str], *, on_duplicate: str = ""
+) -> None:
+    """Multi-row INSERT of rows already rendered as SQL (`(v1, v2, ...)`): one round trip per
+    ROWS_PER_STATEMENT rows, sent without parameters so the driver does not format it again."""
+    if not rows:
+        return
     tail = f" ON DUPLICATE KEY UPDATE {on_duplicate}" if on_duplicate else ""
     head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-    literal = _literal_renderer(connection)
-    for start in range(0, len(batch), ROWS_PER_STATEMENT):
-        chunk = batch[start : start + ROWS_PER_STATEMENT]
-        rendered = ", ".join([row_sql % tuple(map(literal, row)) for row in chunk])
-        _execute(connection, head + rendered + tail)
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        _execute(connection, head + ", ".join(rows[start : start + ROWS_PER_STATEMENT]) + tail)
 
 
 def _write(connection: Connection, states: dict[str, UserState], writes: _Writes) -> None:
-    _insert(
+    row, recurring = writes.literals.row, writes.literals.recurring
+    _insert_rendered(
         connection,
         t.events.name,
         ("event_id", "type", "user_id", "occurred_at", "received_at", "source", "properties",
          "stream_seq", "scored_at"),
         writes.events,
-        values=f"(%s, %s, %s, %s, %s, %s, %s, %s, {NOW})",
     )  # fmt: skip
-    _insert(
+    _insert_rendered(
         connection,
         t.ledger.name,
         ("event_id", "user_id", "kind", "rule_id", "reward_id", "base_points", "multiplier", "points",
          "occurred_at", "local_day", "created_at"),
         writes.ledger,
-        values=f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {NOW})",
     )  # fmt: skip
     # Row order does not matter from here on: every row written belongs to a user locked above.
     # The rows exist and are locked: this upsert is a multi-row UPDATE that also bumps `rev`.
-    _insert(
+    _insert_rendered(
         connection,
         t.users.name,
         ("user_id", "points", "spent", "rev", "published_rev", "updated_at"),
-        ((user, states[user].points, states[user].spent) for user in writes.touched_users),
-        values=f"(%s, %s, %s, 1, 0, {NOW})",
+        [
+            f"({recurring(user)}, {states[user].points}, {states[user].spent}, 1, 0, {NOW})"
+            for user in writes.touched_users
+        ],
         on_duplicate="points = VALUES(points), spent = VALUES(spent), rev = rev + 1, "
         "updated_at = VALUES(updated_at)",
     )
-    _insert(
+    _insert_rendered(
         connection,
         t.cap_counters.name,
         ("user_id", "rule_id", "local_day", "points"),
-        (
-            (user, rule_id, day.isoformat(), points)
-            for (user, rule_id, day), points in writes.cap_points.items()
-        ),
+        [row((user, rule_id, day, points)) for (user, rule_id, day), points in writes.cap_points.items()],
         on_duplicate="points = points + VALUES(points)",
     )
-    _insert(
+    _insert_rendered(
         connection,
         t.rule_counts.name,
         ("user_id", "rule_id", "awards"),
-        ((user, rule_id, awards) for (user, rule_id), awards in writes.rule_awards.items()),
+        [row((user, rule_id, awards)) for (user, rule_id), awards in writes.rule_awards.items()],
         on_duplicate="awards = awards + VALUES(awards)",
     )
-    _insert(
-        connection,
-        t.badges.name,
-        ("user_id", "badge_id", "event_id", "awarded_at"),
-        writes.badges,
-        values=f"(%s, %s, %s, {NOW})",
+    _insert_rendered(
+        connection, t.badges.name, ("user_id", "badge_id", "event_id", "awarded_at"), writes.badges
     )
-    _insert(
+    _insert_rendered(
         connection,
         t.redemptions.name,
         ("event_id", "user_id", "reward_id", "status", "reason", "cost", "occurred_at", "created_at"),
         writes.redemptions,
-        values=f"(%s, %s, %s, %s, %s, %s, %s, {NOW})",
     )
     for reward_id, count in sorted(writes.redeemed.items()):
-        connection.exec_driver_sql(
-            f"UPDATE {t.reward_stock.name} SET redeemed = redeemed + %s WHERE reward_id = %s",
-            (count, reward_id),
+        _execute(
+            connection,
+            f"UPDATE {t.reward_stock.name} SET redeemed = redeemed + {count} "
+            f"WHERE reward_id = {writes.literals.render(reward_id)}",
         )
     # Only points earned count on boards: spends never lower a ranking.
-    _insert(
+    _insert_rendered(
         connection,
         t.board_points.name,
         ("window_key", "user_id", "points"),
-        ((key, user, points) for (key, user), points in writes.boards.items()),
+        [row((key, user, points)) for (key, user), points in writes.boards.items()],
         on_duplicate="points = points + VALUES(points)",
     )
 

@@ -8,7 +8,7 @@ one-machine mode):
 2. read everything in ONE repeatable-read transaction, so boards, users, stock and the last
    scored position describe the same instant of the database;
 3. upload, concurrently, every leaderboard, the catalog, and `users/<user>.json` for users
-   changed since their last publication (`users.rev > users.published_rev`) plus users whose
+   changed since their last publication (`users.changed`: rev > published_rev) plus users whose
    rank is wrong at the top of a board (see `builder.rank_changed_users`);
 4. record what was published: `published_rev = GREATEST(published_rev, <rev read>)` (a rev the
    scorer wrote after our read stays unpublished, so that user is written again next run) and
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, and_, bindparam, cast, create_engine, func, or_, select, text
+from sqlalchemy import JSON, Integer, and_, bindparam, cast, create_engine, func, or_, select, text, true
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
@@ -178,7 +178,7 @@ def _read_state(connection: Connection, program: Program, windows: dict[str, str
     rankings = _read_rankings(connection, windows)
     sizes = {board.id: board.size for board in builder.boards_of(spec)}
 
-    changed = _user_rows(connection, users.c.rev > users.c.published_rev)
+    changed = _user_rows(connection, users.c.changed == true())  # uses ix_users_changed
     # Users whose rank at the top of a board may be wrong: ranked within the size now ...
     candidates: dict[str, _UserRow] = {}
     top_now = sorted({u for b, r in rankings.items() for u in r.ranked_within(sizes[b])} - changed.keys())
