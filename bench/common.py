@@ -167,14 +167,37 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 SERVER_COMMANDS = {"nats": ("nats-server",), "mariadb": ("mariadbd", "mysqld")}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc), 0 when it is gone."""
+def _stat(pid: int | str) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command (field 3 on), [] when it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    # After the command: state is field 3, utime 14 and stime 15 (1-based, man 5 proc).
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+        return []
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its live descendants (the scoring worker's lane processes), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(entry.name)):
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo += parents.get(current, [])
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process and its descendants have used so far (Linux /proc),
+    0 when it is gone."""
+    total = 0.0
+    for member in process_tree(pid):
+        # 1-based (man 5 proc): utime 14, stime 15, and of its exited children 16, 17.
+        fields = _stat(member)
+        total += sum(int(value) for value in fields[11:15]) / _TICKS if fields else 0.0
+    return total
 
 
 def server_pids() -> dict[str, int]:

@@ -55,6 +55,7 @@ from bench.common import (
     load_average,
     new_tag,
     percentile,
+    process_tree,
     progress,
     provisioned,
     run_load,
@@ -184,7 +185,20 @@ def _tcp_inodes(pid: int) -> set[str]:
 
 
 def sample_process(pid: int) -> ProcessSample | None:
-    """RSS, open fds and TCP sockets of one live process; None when it is gone."""
+    """RSS, open fds and TCP sockets of one live process and its descendants (the scoring
+    worker's lane processes) summed; None when it is gone."""
+    root = _sample_one(pid)
+    if root is None:
+        return None
+    others = [sample for child in process_tree(pid)[1:] if (sample := _sample_one(child)) is not None]
+    return ProcessSample(
+        rss_mib=root.rss_mib + sum(s.rss_mib for s in others),
+        fds=root.fds + sum(s.fds for s in others),
+        tcp=root.tcp + sum(s.tcp for s in others),
+    )
+
+
+def _sample_one(pid: int) -> ProcessSample | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         fd_dir = Path(f"/proc/{pid}/fd")

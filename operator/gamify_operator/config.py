@@ -101,9 +101,11 @@ DEFAULT_MYSQL_PORT = 3306
 DEFAULT_RESOURCES: Mapping[str, Mapping[str, Mapping[str, str]]] = MappingProxyType(
     {
         "ingest": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
+        # Two lane processes beside the main one (GAMIFY_SCORING_LANES): up to ~1.5 cores at a
+        # peak, ~90 MiB resident each.
         "scoring": {
             "requests": {"cpu": "200m", "memory": "256Mi"},
-            "limits": {"cpu": "1", "memory": "512Mi"},
+            "limits": {"cpu": "2", "memory": "768Mi"},
         },
         "snapshots": {
             "requests": {"cpu": "100m", "memory": "256Mi"},

@@ -1,8 +1,9 @@
 """Board windows: which day and ISO week an instant falls in, in the program's time zone.
 
-`board_points.window_key` is `all`, `d:2027-01-05` (daily) or `w:2027-W01` (ISO week, Monday
-first). The scorer adds each award to the keys of its `occurredAt`; snapshots read the key of
-the current window.
+`board_points.window_key` is `d:2027-01-05` (daily) or `w:2027-W01` (ISO week, Monday first).
+The scorer adds each award to the keys of its `occurredAt`; snapshots read the key of the
+current window. The all-time window (`all`) has no rows of its own: it is `users.points`, every
+point earned, which the scorer keeps anyway (a third fewer board rows to write per award).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ def week_key(day: date) -> str:
 
 
 def award_keys(instant: datetime, zone: ZoneInfo) -> list[str]:
-    """Every window an award at `instant` counts in."""
+    """The `board_points` windows an award at `instant` counts in (all-time: see above)."""
     day = local_day(instant, zone)
-    return [ALL_TIME, day_key(day), week_key(day)]
+    return [day_key(day), week_key(day)]
 
 
 def current_key(window: Window, now: datetime, zone: ZoneInfo) -> str:

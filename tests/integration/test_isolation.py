@@ -411,7 +411,7 @@ def _seed_user(database_url: str, user: str, points: int) -> None:
                 {"u": user, "p": points},
             )
             connection.execute(
-                text("INSERT INTO board_points (window_key, user_id, points) VALUES ('all', :u, :p)"),
+                text("INSERT INTO board_points (window_key, user_id, points) VALUES ('w:2027-W01', :u, :p)"),
                 {"u": user, "p": points},
             )
     finally:

@@ -131,8 +131,45 @@ class Worker:
             self.process.kill()
         self.wait(10)
 
+    def lane_processes(self) -> list[int]:
+        """Pids of the worker's lane processes (its children running the spawn bootstrap)."""
+        return [pid for pid in child_pids(self.process.pid) if b"spawn_main" in _cmdline(pid)]
+
     def tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def child_pids(parent: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    children.append(int(entry.name))
+    return children
+
+
+def running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except OSError:
+        return False
+
+
+async def wait_gone(pids: list[int], timeout: float = 5.0) -> list[int]:
+    """The pids still running after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while (alive := [pid for pid in pids if running(pid)]) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return alive
 
 
 def scored_count(target: Target) -> int:
@@ -167,8 +204,12 @@ def assert_exactly_once(target: Target, events: list[StreamEvent]) -> None:
     assert users == {user: points for user, (points, _) in expected.items()}
     assert query(url, "SELECT SUM(points) FROM ledger")[0][0] == sum(p for p, _ in expected.values())
     # Derived tables agree with the ledger (the source of truth).
-    boards = query(url, "SELECT user_id, points FROM board_points WHERE window_key = 'all'")
-    assert dict(boards) == {user: points for user, points in users.items() if points > 0}
+    boards = query(url, "SELECT user_id, window_key, points FROM board_points WHERE window_key LIKE 'd:%'")
+    daily = query(
+        url,
+        "SELECT user_id, CONCAT('d:', local_day), SUM(points) FROM ledger WHERE kind = 'award' GROUP BY 1, 2",
+    )
+    assert sorted(boards) == sorted(daily)
     caps = query(url, "SELECT user_id, rule_id, local_day, points FROM cap_counters")
     capped = query(
         url,
@@ -203,7 +244,11 @@ async def test_sigkill_mid_stream_then_restart_scores_every_event_once(
                 worker = Worker(target, program_file, tmp_path / f"worker-{round_number}.log")
                 workers.append(worker)
                 await wait_scored_at_least(target, threshold, worker)
+                lanes = worker.lane_processes()
+                assert len(lanes) == 2, lanes  # GAMIFY_SCORING_LANES' default
                 worker.kill()
+                # Its lane processes die with it: none goes on scoring without the worker.
+                assert await wait_gone(lanes) == [], lanes
             survivor = Worker(target, program_file, tmp_path / "worker-last.log")
             workers.append(survivor)
             await wait_drained(target, timeout=40)
@@ -212,6 +257,35 @@ async def test_sigkill_mid_stream_then_restart_scores_every_event_once(
             for worker in workers:
                 worker.kill()
         assert sum(w.process.returncode == -signal.SIGKILL for w in workers[:3]) == 3
+        assert_exactly_once(target, events)
+        assert await dead_letters(target) == 0
+
+
+async def test_a_lane_process_killed_stops_the_worker_and_nothing_is_lost(
+    nats_url: str, mysql_admin_url: str, tmp_path: Path
+) -> None:
+    """A lane process dying (OOM killer, SIGKILL) must not turn into failed events: the worker
+    stops with an error (its pod restarts) and what it held is redelivered and scored once."""
+    async with provisioned(FAULT_SPEC, nats_url, mysql_admin_url, ack_wait=ACK_WAIT) as target:
+        program_file = tmp_path / "program.yaml"
+        program_file.write_text(dump_program(target.program))
+        events = make_events(EVENTS, "l", seed=14)
+        await publish(target, events)
+        first = Worker(target, program_file, tmp_path / "first.log")
+        second: Worker | None = None
+        try:
+            await wait_scored_at_least(target, 600, first)
+            lanes = first.lane_processes()
+            os.kill(lanes[0], signal.SIGKILL)
+            assert first.wait(15) == 1, first.tail()
+            assert await wait_gone(lanes) == []
+            assert any(line.get("msg") == "scoring worker failed" for line in first.lines()), first.tail()
+            second = Worker(target, program_file, tmp_path / "second.log")
+            await wait_drained(target, timeout=40)
+        finally:
+            first.kill()
+            if second is not None:
+                second.kill()
         assert_exactly_once(target, events)
         assert await dead_letters(target) == 0
 

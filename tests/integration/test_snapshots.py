@@ -81,7 +81,7 @@ class ProgramDb:
                     user_id=user, points=points, spent=spent, rev=rev, published_rev=0, updated_at=_naive(NOW)
                 )
             )
-            self._board(c, user, {"all": points, **{_key(k): v for k, v in windows.items()}})
+            self._board(c, user, {_key(k): v for k, v in windows.items()})
 
     def change(self, user: str, points: int, **windows: int) -> None:
         """What the scorer does: new totals, board points, rev + 1."""
@@ -91,7 +91,7 @@ class ProgramDb:
                 .where(tables.users.c.user_id == user)
                 .values(points=points, rev=tables.users.c.rev + 1)
             )
-            self._board(c, user, {"all": points, **{_key(k): v for k, v in windows.items()}})
+            self._board(c, user, {_key(k): v for k, v in windows.items()})
 
     def _board(self, c: sa.Connection, user: str, points: dict[str, int]) -> None:
         for key, value in points.items():

@@ -549,7 +549,7 @@ def test_quota_scales_with_the_program_and_fits_its_peak() -> None:
     assert ingest.requests["cpu"] == "100m" and scoring.requests["cpu"] == "200m"
     assert small["requests.cpu"] == "700m"  # 2*100m + 2*200m + 100m
     assert big["requests.cpu"] == "2"  # 11*100m + 4*200m + 100m
-    assert small["limits.memory"] == "2560Mi"  # 2*256Mi + 2*512Mi + 1Gi
+    assert small["limits.memory"] == "3Gi"  # 2*256Mi + 2*768Mi + 1Gi
     assert small["persistentvolumeclaims"] == "0" and small["services.loadbalancers"] == "0"
     assert snapshots.limits["memory"] == "1Gi"
 
@@ -558,7 +558,7 @@ def test_limit_range_defaults_and_ceiling() -> None:
     (limits,) = find(build(), "LimitRange", "limits")["spec"]["limits"]
     assert limits["type"] == "Container"
     assert limits["defaultRequest"] == {"cpu": "100m", "memory": "128Mi"}
-    assert limits["max"] == {"cpu": "1", "memory": "1Gi"}
+    assert limits["max"] == {"cpu": "2", "memory": "1Gi"}  # scoring: its lane processes
 
 
 def _policies(objects: list[dict]) -> dict[str, dict]:
@@ -717,7 +717,7 @@ def test_config_from_env() -> None:
     assert config.image_pull_policy == "Always"
     assert config.log_level == "DEBUG"
     assert config.workload_nats_url == "nats://nats-internal:4222"
-    assert config.resources_of("scoring").limits == {"cpu": "1", "memory": "2Gi"}
+    assert config.resources_of("scoring").limits == {"cpu": "2", "memory": "2Gi"}
     assert config.resources_of("scoring").requests == {"cpu": "200m", "memory": "256Mi"}
     full = OperatorConfig.from_env({"GAMIFY_IMAGE": "gamify:dev", "GAMIFY_IMAGE_TAG": "ignored"})
     assert full.image == "gamify:dev"

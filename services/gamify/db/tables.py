@@ -139,7 +139,8 @@ reward_stock = Table(
     Column("redeemed", Integer, nullable=False, default=0),
 )
 
-# Points earned per board window: window_key is `all`, `d:2027-01-05` or `w:2027-W01`.
+# Points earned per board window: window_key is `d:2027-01-05` or `w:2027-W01`. The all-time
+# board is users.points (gamify.windows).
 board_points = Table(
     "board_points",
     metadata,

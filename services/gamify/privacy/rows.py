@@ -5,8 +5,8 @@ What happens to each table (for the one user, in the one program's schema):
   are cleared. The event id stays, so a re-sent old event is still a duplicate, and
   `stream_seq` stays, so the last scored position snapshots publish does not move back;
 - `ledger`, `users` (balances), `cap_counters`, `rule_counts`, `badges`, `redemptions`,
-  `board_points`: the user's rows are deleted. Boards are ranked from `board_points` at every
-  snapshot, so the others' ranks close up at the next run;
+  `board_points`: the user's rows are deleted. Boards are ranked from `board_points` (and the
+  all-time board from `users`) at every snapshot, so the others' ranks close up at the next run;
 - `reward_stock` is left as it is: units the user redeemed were handed out, so they are not
   returned to the catalog (`redeemed` counts units given, without saying to whom);
 - `erasures`: one audit row (salted hash of the user id, who asked, when, counts).

@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 import orjson
+from pydantic import ValidationError
 from pymysql.constants import SERVER_STATUS
 from pymysql.converters import escape_string
 from sqlalchemy import create_engine
@@ -30,11 +31,14 @@ from sqlalchemy.engine import Connection, CursorResult, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from gamify.db import tables as t
-from gamify.events import StreamEvent
+from gamify.events import EventRecord, StreamEvent
 from gamify.privacy.identity import erased_among
-from gamify.program import REDEEM_EVENT, ProgramSpec
+from gamify.program import REDEEM_EVENT, ProgramSpec, describe_errors
 from gamify.rules.engine import Outcome, RulesEngine, ScorableEvent, UserState
 from gamify.windows import award_keys
+
+# A validated event: the model itself, or its fields as a lane process receives them.
+AnyEvent = StreamEvent | EventRecord
 
 ISOLATION = "READ COMMITTED"
 # Deadlocks should not happen (consistent lock order) but InnoDB may still pick a victim, e.g.
@@ -143,6 +147,17 @@ def error_code(exc: BaseException) -> int | None:
     return None
 
 
+def describe_error(exc: BaseException) -> str:
+    """What went wrong, for logs and dead-letter headers: a validation error's fields, or the
+    driver's error (code and text) without SQLAlchemy's statement and its values."""
+    if isinstance(exc, ValidationError):
+        return describe_errors(exc)
+    orig = getattr(exc, "orig", None)
+    if orig is not None and getattr(orig, "args", None):
+        return f"{type(orig).__name__}{orig.args}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when `exc` is about the database (down, restarting, unreachable, locked), not about
     the events: the batch should be retried as it is once the database is back."""
@@ -182,7 +197,7 @@ def sync_reward_stock(engine: Engine, spec: ProgramSpec) -> None:
         )
 
 
-def score_batch(engine: Engine, rules: RulesEngine, events: Sequence[tuple[StreamEvent, int]]) -> BatchResult:
+def score_batch(engine: Engine, rules: RulesEngine, events: Sequence[tuple[AnyEvent, int]]) -> BatchResult:
     """Score `events` ((event, stream sequence) pairs) and commit, all or nothing.
 
     Retries the whole transaction (bounded) when InnoDB reports a deadlock or a lock wait
@@ -207,7 +222,7 @@ def score_batch(engine: Engine, rules: RulesEngine, events: Sequence[tuple[Strea
     raise AssertionError("unreachable")
 
 
-def _redeemed_rewards(spec: ProgramSpec, events: Sequence[tuple[StreamEvent, int]]) -> list[str]:
+def _redeemed_rewards(spec: ProgramSpec, events: Sequence[tuple[AnyEvent, int]]) -> list[str]:
     """Ids of the spec's rewards that `events` try to redeem, sorted (the lock order)."""
     return sorted(
         {
@@ -226,7 +241,7 @@ def _spec_stock(spec: ProgramSpec, reward_id: str) -> int | None:
 
 
 def _score_locked(
-    connection: Connection, rules: RulesEngine, events: Sequence[tuple[StreamEvent, int]]
+    connection: Connection, rules: RulesEngine, events: Sequence[tuple[AnyEvent, int]]
 ) -> BatchResult:
     spec = rules.spec
     user_ids = sorted({event.user for event, _ in events})
@@ -283,7 +298,7 @@ def _score_locked(
             event_ids,
         )
     }
-    fresh: list[tuple[StreamEvent, int]] = []
+    fresh: list[tuple[AnyEvent, int]] = []
     duplicates: list[str] = []
     for event, seq in events:
         if event.id in seen:
@@ -359,14 +374,14 @@ def _literal_renderer(connection: Connection) -> Callable[[Any], str]:
     return literal
 
 
-def _scorable(event: StreamEvent) -> ScorableEvent:
+def _scorable(event: AnyEvent) -> ScorableEvent:
     return ScorableEvent(event.id, event.type, event.user, event.occurred_at, event.properties)
 
 
 def _load_state(
     literals: _Literals,
     rules: RulesEngine,
-    fresh: Sequence[tuple[StreamEvent, int]],
+    fresh: Sequence[tuple[AnyEvent, int]],
     states: dict[str, UserState],
 ) -> None:
     spec = rules.spec
@@ -425,7 +440,7 @@ def _load_state(
 
 
 def _lock_stock(
-    literals: _Literals, spec: ProgramSpec, fresh: Sequence[tuple[StreamEvent, int]]
+    literals: _Literals, spec: ProgramSpec, fresh: Sequence[tuple[AnyEvent, int]]
 ) -> dict[str, int | None]:
     """Lock the stock rows of the rewards being redeemed (after the users, in id order; a
     missing row is created with the spec's stock) and return what remains of each (None:
@@ -457,7 +472,7 @@ def _sql_time(instant: datetime) -> str:
     return _naive_utc(instant).isoformat(" ")
 
 
-def _collect(rules: RulesEngine, event: StreamEvent, seq: int, outcome: Outcome, writes: _Writes) -> None:
+def _collect(rules: RulesEngine, event: AnyEvent, seq: int, outcome: Outcome, writes: _Writes) -> None:
     """Add the event's rows to `writes`: the event, its ledger entries, badges and redemption as
     rendered rows; its points to the per-user, per-cap and per-board sums."""
     literals = writes.literals
@@ -620,6 +635,7 @@ def _write(connection: Connection, states: dict[str, UserState], writes: _Writes
 __all__ = [
     "BatchResult",
     "create_scoring_engine",
+    "describe_error",
     "error_code",
     "is_transient",
     "score_batch",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import re
 import time
@@ -41,14 +40,15 @@ from gamify.events import StreamEvent
 from gamify.logs import get_logger
 from gamify.naming import ProgramNames
 from gamify.nats_login import SCORING, NatsLogin
-from gamify.program import EVENT_TYPE, REDEEM_EVENT, Program, describe_errors
+from gamify.program import EVENT_TYPE, REDEEM_EVENT, Program
 from gamify.rules.engine import RulesEngine
+from gamify.scoring.lanes import LaneFailure, LaneProcesses, LanesBroken
 from gamify.scoring.puller import BatchPuller, stream_sequence
 from gamify.scoring.store import (
     BatchResult,
     create_scoring_engine,
+    describe_error,
     is_transient,
-    score_batch,
     sync_reward_stock,
 )
 
@@ -148,13 +148,11 @@ def _header_safe(text: str) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ValidationError):
-        return describe_errors(exc)
-    orig = getattr(exc, "orig", None)
-    if orig is not None and getattr(orig, "args", None):
-        # The driver's error (code and text), without SQLAlchemy's statement and parameters.
-        return f"{type(orig).__name__}{orig.args}"
-    return f"{type(exc).__name__}: {exc}"
+    return str(exc) if isinstance(exc, LaneFailure) else describe_error(exc)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return exc.transient if isinstance(exc, LaneFailure) else is_transient(exc)
 
 
 def _raise_if_crashed(lanes: Sequence[asyncio.Task[None]]) -> None:
@@ -209,13 +207,20 @@ class ScoringWorker:
         self.retry_delay = (
             retry_delay if retry_delay is not None else _env_float("GAMIFY_RETRY_DELAY", DEFAULT_RETRY_DELAY)
         )
-        self.engine = engine or create_scoring_engine(database_url)
+        self.database_url = database_url
+        self.engine = engine or create_scoring_engine(database_url)  # this process's own reads
+        self._scoring_lanes: LaneProcesses | None = None
         self.totals = WorkerTotals()
         self.log = get_logger(__name__, program=program.name)
         self._stop = asyncio.Event()
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._hold_every = BACKOFF_MAX
+
+    @property
+    def scoring_lanes(self) -> LaneProcesses:
+        assert self._scoring_lanes is not None, "the worker is not running"
+        return self._scoring_lanes
 
     @property
     def js(self) -> JetStreamContext:
@@ -230,6 +235,8 @@ class ScoringWorker:
             await self._sync_stock()
             if self._stop.is_set():
                 return
+            self._scoring_lanes = LaneProcesses(self.program, self.database_url, self.lanes)
+            await self.scoring_lanes.start()
             self._nc = await nats.connect(
                 self.nats_url,
                 name=f"gamify-scoring-{self.program.name}",
@@ -281,6 +288,7 @@ class ScoringWorker:
                 fetched = await self._fetch(puller)
                 _raise_if_crashed(lanes)
                 if not fetched.messages:
+                    await self.scoring_lanes.start()  # idle: a lane process that died is noticed now
                     continue
                 parts = self._split(fetched)
                 if parts is None:
@@ -299,6 +307,8 @@ class ScoringWorker:
                 if not lane.done():
                     # Only on a crash: what a lane held comes back after the ack wait.
                     lane.cancel()
+                elif not lane.cancelled():
+                    lane.exception()  # seen: the first crash is the one raised
 
     async def _lane(self, queue: asyncio.Queue[_Fetched | None]) -> None:
         while (part := await queue.get()) is not None:
@@ -331,6 +341,8 @@ class ScoringWorker:
                 await self._nc.flush(timeout=5)
             with contextlib.suppress(Exception):
                 await self._nc.close()
+        if self._scoring_lanes is not None:
+            await asyncio.to_thread(self._scoring_lanes.close)
         self.engine.dispose()
         self.log.info(
             "scoring stopped",
@@ -353,7 +365,7 @@ class ScoringWorker:
                 await asyncio.to_thread(sync_reward_stock, self.engine, self.program.spec)
                 return
             except Exception as exc:
-                if not is_transient(exc) or self._stop.is_set():
+                if not _is_transient(exc) or self._stop.is_set():
                     raise
                 self.log.warning("database unavailable at start; retrying", error=_describe(exc), delay=delay)
                 await self._sleep(delay)
@@ -396,7 +408,8 @@ class ScoringWorker:
                 result = await self._score(parsed)
                 await self._ack_all([msg for msg, _ in parsed])
                 tally.add(result)
-                self._log_decisions(result)
+        except LanesBroken:
+            raise  # the worker stops; what it held is redelivered
         except _Stopping:
             await self._nak_all([msg for msg, _ in parsed])
             return
@@ -439,9 +452,9 @@ class ScoringWorker:
         delay = BACKOFF_START
         while True:
             try:
-                return await asyncio.to_thread(score_batch, self.engine, self.rules, batch)
+                return await self.scoring_lanes.score(batch)
             except Exception as exc:
-                if not is_transient(exc):
+                if not _is_transient(exc):
                     raise
                 if self._stop.is_set():
                     raise _Stopping from exc
@@ -462,7 +475,7 @@ class ScoringWorker:
         msg, event = item
         try:
             result = await self._score([item])
-        except _Stopping:
+        except (_Stopping, LanesBroken):
             raise
         except Exception as exc:
             reason = _describe(exc)
@@ -486,7 +499,6 @@ class ScoringWorker:
             return
         await self._ack_all([msg])
         tally.add(result)
-        self._log_decisions(result)
 
     # -- acknowledgements ---------------------------------------------------------------------------
 
@@ -561,26 +573,6 @@ class ScoringWorker:
         prefix = self.names.event_subject("")
         event_type = subject[len(prefix) :] if subject.startswith(prefix) else ""
         return event_type if _EVENT_TYPE.match(event_type) else "unknown"
-
-    def _log_decisions(self, result: BatchResult) -> None:
-        if not self.log.isEnabledFor(logging.DEBUG):
-            return
-        for duplicate in result.duplicates:
-            self.log.debug("duplicate event skipped", event_id=duplicate)
-        for erased in result.erased:
-            self.log.debug("event of an erased user skipped", event_id=erased)
-        for outcome in result.outcomes:
-            redemption = outcome.redemption
-            self.log.debug(
-                "event scored",
-                event_id=outcome.event_id,
-                user=outcome.user,
-                points=outcome.points,
-                rules=[award.rule_id for award in outcome.awards],
-                badges=outcome.badges,
-                redemption=None if redemption is None else redemption.status,
-                reason=None if redemption is None else redemption.reason,
-            )
 
 
 async def run_worker(

@@ -65,7 +65,7 @@ def reference_time(now: datetime, schedule: Schedule) -> datetime:
 
 
 def board_windows(spec: ProgramSpec, now: datetime) -> dict[str, str]:
-    """The `board_points.window_key` each board shows at `now` (board id -> key)."""
+    """The window key each board shows at `now` (board id -> key; see gamify.windows)."""
     reference = reference_time(now, spec.schedule)
     zone = spec.schedule.zone
     return {board.id: current_key(board.window, reference, zone) for board in boards_of(spec)}

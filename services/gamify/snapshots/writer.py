@@ -55,6 +55,7 @@ from gamify.logs import get_logger
 from gamify.program import Program
 from gamify.snapshots import builder
 from gamify.storage import InvalidKey, ObjectStore, check_key, join_url, open_store
+from gamify.windows import ALL_TIME
 
 PUBLIC_CACHE_CONTROL = "public, max-age=60"
 USER_CACHE_CONTROL = "private, max-age=60"
@@ -160,13 +161,16 @@ def _published_within(board_id: str, size: int) -> ColumnElement[bool]:
 
 
 def _read_rankings(connection: Connection, windows: dict[str, str]) -> dict[str, builder.Ranking]:
-    points = tables.board_points
+    points, users = tables.board_points, tables.users
     by_key: dict[str, builder.Ranking] = {}
     for key in sorted(set(windows.values())):
-        rows = connection.execute(
-            select(points.c.user_id, points.c.points).where(points.c.window_key == key, points.c.points > 0)
-        )
-        by_key[key] = builder.rank((row.user_id, int(row.points)) for row in rows)
+        if key == ALL_TIME:  # every point earned: the users' own totals (see gamify.windows)
+            query = select(users.c.user_id, users.c.points).where(users.c.points > 0)
+        else:
+            query = select(points.c.user_id, points.c.points).where(
+                points.c.window_key == key, points.c.points > 0
+            )
+        by_key[key] = builder.rank((row[0], int(row[1])) for row in connection.execute(query))
     return {board_id: by_key[key] for board_id, key in windows.items()}
 
 
