@@ -135,6 +135,13 @@ class Worker:
         """Pids of the worker's lane processes (its children running the spawn bootstrap)."""
         return [pid for pid in child_pids(self.process.pid) if b"spawn_main" in _cmdline(pid)]
 
+    async def wait_lanes(self, count: int = 2, timeout: float = START_TIMEOUT) -> list[int]:
+        """The lane processes, once `count` are up (a worker just started has none yet)."""
+        deadline = time.monotonic() + timeout
+        while len(lanes := self.lane_processes()) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return lanes
+
     def tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
 
@@ -244,7 +251,8 @@ async def test_sigkill_mid_stream_then_restart_scores_every_event_once(
                 worker = Worker(target, program_file, tmp_path / f"worker-{round_number}.log")
                 workers.append(worker)
                 await wait_scored_at_least(target, threshold, worker)
-                lanes = worker.lane_processes()
+                # (The threshold may have been passed before this worker started: wait for it.)
+                lanes = await worker.wait_lanes()
                 assert len(lanes) == 2, lanes  # GAMIFY_SCORING_LANES' default
                 worker.kill()
                 # Its lane processes die with it: none goes on scoring without the worker.
@@ -275,7 +283,7 @@ async def test_a_lane_process_killed_stops_the_worker_and_nothing_is_lost(
         second: Worker | None = None
         try:
             await wait_scored_at_least(target, 600, first)
-            lanes = first.lane_processes()
+            lanes = await first.wait_lanes()
             os.kill(lanes[0], signal.SIGKILL)
             assert first.wait(15) == 1, first.tail()
             assert await wait_gone(lanes) == []

@@ -5,7 +5,8 @@ GAMIFY_NATS_URL       NATS with JetStream (default nats://127.0.0.1:4222)
 GAMIFY_NATS_USER      the program's scoring NATS user (unset: anonymous, for servers without users)
 GAMIFY_NATS_PASSWORD  its password
 GAMIFY_DATABASE_URL   the program user's database URL (mysql+pymysql://...)
-GAMIFY_SCORING_BATCH  messages per batch/transaction (default 500)
+GAMIFY_SCORING_BATCH  messages per fetch (default 500), split between the lanes
+GAMIFY_SCORING_LANES  lane processes, each scoring its share in its own transaction (default 2)
 GAMIFY_MAX_DELIVER    deliveries before a failing message is dead-lettered (default 5)
 GAMIFY_RETRY_DELAY    seconds before a failed message is redelivered (default 2)
 GAMIFY_METRICS_PORT   serve Prometheus metrics on this port (off when unset)
@@ -27,6 +28,7 @@ from gamify.logs import configure_logging, get_logger
 from gamify.naming import ProgramNames
 from gamify.nats_login import SCORING, NatsLogin
 from gamify.program import ProgramError, load_program
+from gamify.scoring.lanes import tune_gc
 from gamify.scoring.worker import DEFAULT_BATCH_SIZE, run_worker
 from gamify.settings import DEFAULT_NATS_URL
 
@@ -52,6 +54,7 @@ def main() -> None:
         sys.exit(2)
     nats_url = os.environ.get("GAMIFY_NATS_URL", DEFAULT_NATS_URL)
     batch_size = int(os.environ.get("GAMIFY_SCORING_BATCH", DEFAULT_BATCH_SIZE))
+    tune_gc()
     metrics_port = os.environ.get("GAMIFY_METRICS_PORT")
     if metrics_port:
         start_http_server(int(metrics_port))

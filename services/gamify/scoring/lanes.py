@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import multiprocessing
 import os
@@ -34,6 +35,16 @@ from gamify.rules.engine import RulesEngine
 from gamify.scoring.store import BatchResult, create_scoring_engine, describe_error, is_transient, score_batch
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Scoring a batch makes ~100,000 short-lived objects. With the collector's defaults (a young
+# collection every 700 allocations, old ones scanning the whole start-up heap) the worker spent
+# ~10% more CPU per event (measured with `make bench`, A/B in one session).
+GC_THRESHOLDS = (20_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Fewer collections, and none of them scanning what start-up loaded (frozen)."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class LaneFailure(Exception):
@@ -79,6 +90,7 @@ def _start_lane(parent: int, program: Program, database_url: str, log_level: int
     _lane["engine"] = create_scoring_engine(database_url)
     _lane["rules"] = RulesEngine(program.spec)
     _lane["log"] = get_logger("gamify.scoring.worker", program=program.name)
+    tune_gc()
 
 
 def _ready() -> bool:
