@@ -214,7 +214,8 @@ def _scoring(results: ScoringResults) -> list[str]:
         "",
         f"Per run a fresh program; its stream pre-loaded with {c.events:,} events over 5,000 users "
         f"(70% steps with a unit rule and a daily cap, 20% meals with a condition, 10% workouts; a "
-        f"launch boost, two badges, three boards); one worker (`python -m gamify.scoring`) drains it, "
+        f"launch boost, two badges, three boards); one worker (`python -m gamify.scoring`, as deployed: "
+        f"its main process and its two lane processes, CPU counted for all three) drains it, "
         f"timed on the consumer from the first acknowledged event to the last (start-up excluded). "
         f"Baseline in the same run: the very `events` and `ledger` rows that worker wrote, inserted "
         f"again with PyMySQL alone into empty tables of another schema, multi-row INSERTs, one "
