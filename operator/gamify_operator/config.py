@@ -306,6 +306,32 @@ class OperatorConfig:
         )
 
 
+@dataclass(frozen=True)
+class HandlerSettings:
+    """How the operator itself runs (not what it builds): lifecycle timer, draining, retries,
+    concurrency and sharding (`GAMIFY_OPERATOR_*`, see gamify_operator.handlers)."""
+
+    timer_interval: float = 30.0
+    timer_idle: float = 10.0
+    drain_timeout: float = 3600.0
+    backoff: float = 5.0
+    worker_limit: int | None = None
+    selector: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> HandlerSettings:
+        reader = _Reader(os.environ if environ is None else environ)
+        defaults = cls()
+        return cls(
+            timer_interval=reader.seconds("GAMIFY_OPERATOR_TIMER_INTERVAL", defaults.timer_interval),
+            timer_idle=reader.seconds("GAMIFY_OPERATOR_TIMER_IDLE", defaults.timer_idle),
+            drain_timeout=reader.seconds("GAMIFY_OPERATOR_DRAIN_TIMEOUT", defaults.drain_timeout),
+            backoff=reader.seconds("GAMIFY_OPERATOR_BACKOFF", defaults.backoff),
+            worker_limit=reader.positive("GAMIFY_OPERATOR_WORKER_LIMIT", 0) or None,
+            selector=reader.text("GAMIFY_OPERATOR_SELECTOR", "") or None,
+        )
+
+
 def _nats_users_secret(reader: _Reader, nats_url: str) -> SecretRef | None:
     raw = reader.text("GAMIFY_NATS_USERS_SECRET", "")
     if not raw:
@@ -355,7 +381,20 @@ class _Reader:
             raise ConfigError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
         return value
 
+    def seconds(self, name: str, default: float) -> float:
+        raw = self.text(name, str(default))
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r}: expected a number of seconds") from None
+        if not value > 0 or value == float("inf"):
+            raise ConfigError(f"{name}={raw!r}: must be a number of seconds greater than zero")
+        return value
+
     def positive(self, name: str, default: int) -> int:
+        """A whole number > 0; `default` (any, e.g. 0 for "none") when the variable is unset."""
+        if not self.text(name, ""):
+            return default
         raw = self.text(name, str(default))
         try:
             value = int(raw)

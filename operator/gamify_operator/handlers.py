@@ -9,7 +9,8 @@
 Handlers of one program never run at the same time in this process (one lock per program),
 so the timer cannot race a change handler on the same objects.
 
-Tunables from the environment (read at import: Kopf takes timer intervals at registration):
+Tunables from the environment (`config.HandlerSettings`, read at import: Kopf takes timer
+intervals at registration):
 
 =============================== ======= ==========================================================
 GAMIFY_OPERATOR_TIMER_INTERVAL  30      seconds between lifecycle checks of each program
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -34,7 +34,7 @@ import kopf
 
 from gamify.logs import get_logger
 from gamify.settings import without_login
-from gamify_operator.config import OperatorConfig
+from gamify_operator.config import ConfigError, HandlerSettings, OperatorConfig
 from gamify_operator.crd import GROUP, PLURAL, VERSION
 from gamify_operator.kube import Kube, new_api_client
 from gamify_operator.lifecycle import end_change
@@ -47,21 +47,10 @@ T = TypeVar("T")
 log = get_logger(__name__)
 
 
-def _env_seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SystemExit(f"{name}={raw!r}: expected a number of seconds") from None
-    if value <= 0:
-        raise SystemExit(f"{name}={raw!r}: must be greater than zero")
-    return value
-
-
-TIMER_INTERVAL = _env_seconds("GAMIFY_OPERATOR_TIMER_INTERVAL", 30)
-TIMER_IDLE = _env_seconds("GAMIFY_OPERATOR_TIMER_IDLE", 10)
+try:
+    SETTINGS = HandlerSettings.from_env()  # at import: Kopf takes the timer's interval here
+except ConfigError as exc:
+    raise SystemExit(str(exc)) from None
 
 
 def _now() -> datetime:
@@ -117,18 +106,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.connect_timeout = 10
     # API errors: retry soon, then back off; one slow program does not hold the others.
     settings.networking.error_backoffs = (1, 2, 4, 8, 16, 32)
-    workers = os.environ.get("GAMIFY_OPERATOR_WORKER_LIMIT", "").strip()
-    settings.queueing.worker_limit = int(workers) if workers else None
-    selector = os.environ.get("GAMIFY_OPERATOR_SELECTOR", "").strip()
-    if selector:
-        settings.watching.label_selectors[GROUP, PLURAL] = selector
+    settings.queueing.worker_limit = SETTINGS.worker_limit
+    if SETTINGS.selector:
+        settings.watching.label_selectors[GROUP, PLURAL] = SETTINGS.selector
 
     config = OperatorConfig.from_env()
     kube = Kube(new_api_client())
     await kube.prepare()
     options = ReconcileOptions(
-        drain_timeout=timedelta(seconds=_env_seconds("GAMIFY_OPERATOR_DRAIN_TIMEOUT", 3600)),
-        backoff_seconds=_env_seconds("GAMIFY_OPERATOR_BACKOFF", 5),
+        drain_timeout=timedelta(seconds=SETTINGS.drain_timeout),
+        backoff_seconds=SETTINGS.backoff,
     )
     reconciler = Reconciler(config, kube, options)
     memo.reconciler = reconciler
@@ -138,8 +125,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         nats=without_login(config.nats_url),  # never the admin's password, even masked
         nats_users_secret=str(config.nats_users_secret) if config.nats_users_secret else None,
         bucket=config.bucket,
-        selector=selector or None,
-        timer_interval=TIMER_INTERVAL,
+        selector=SETTINGS.selector,
+        timer_interval=SETTINGS.timer_interval,
     )
     if reconciler.nats_users is not None:
         # The NATS server cannot start without the file it includes: write it (with the admin)
@@ -190,7 +177,7 @@ async def update_program(
     _write(patch, result)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=TIMER_INTERVAL, idle=TIMER_IDLE)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.timer_interval, idle=SETTINGS.timer_idle)
 async def lifecycle_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     lock = _lock(memo, body.metadata.name)
     if lock.locked():

@@ -31,7 +31,7 @@ from gamify_operator.builders import (
 )
 from gamify_operator.builders.configmap import PROGRAM_FILE, runtime_program
 from gamify_operator.builders.labels import ANNOTATION_CONFIG_CHECKSUM, ANNOTATION_SECRETS_CHECKSUM
-from gamify_operator.config import ConfigError, OperatorConfig, Resources
+from gamify_operator.config import ConfigError, HandlerSettings, OperatorConfig, Resources
 
 PROGRAM = "acme-2027"
 NAMESPACE = f"gamify-{PROGRAM}"
@@ -754,3 +754,35 @@ def test_config_from_env() -> None:
 def test_config_errors_name_the_variable(variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         OperatorConfig.from_env({variable: value})
+
+
+def test_handler_settings_from_env() -> None:
+    assert HandlerSettings.from_env({}) == HandlerSettings(30.0, 10.0, 3600.0, 5.0, None, None)
+    settings = HandlerSettings.from_env(
+        {
+            "GAMIFY_OPERATOR_TIMER_INTERVAL": "1",
+            "GAMIFY_OPERATOR_TIMER_IDLE": "0.5",
+            "GAMIFY_OPERATOR_DRAIN_TIMEOUT": "60",
+            "GAMIFY_OPERATOR_BACKOFF": "2.5",
+            "GAMIFY_OPERATOR_WORKER_LIMIT": "4",
+            "GAMIFY_OPERATOR_SELECTOR": "shard=a",
+        }
+    )
+    assert settings == HandlerSettings(1.0, 0.5, 60.0, 2.5, 4, "shard=a")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("GAMIFY_OPERATOR_TIMER_INTERVAL", "0"),
+        ("GAMIFY_OPERATOR_TIMER_IDLE", "-1"),
+        ("GAMIFY_OPERATOR_DRAIN_TIMEOUT", "an hour"),
+        ("GAMIFY_OPERATOR_BACKOFF", "nan"),
+        ("GAMIFY_OPERATOR_BACKOFF", "inf"),
+        ("GAMIFY_OPERATOR_WORKER_LIMIT", "0"),
+        ("GAMIFY_OPERATOR_WORKER_LIMIT", "two"),
+    ],
+)
+def test_handler_settings_errors_name_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        HandlerSettings.from_env({variable: value})
