@@ -189,11 +189,11 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process and its descendants have used so far (Linux /proc),
-    0 when it is gone."""
+def cpu_seconds(pid: int, descendants: bool = True) -> float:
+    """User + system CPU time a process (and its descendants) used so far (Linux /proc), 0 when
+    it is gone."""
     total = 0.0
-    for member in process_tree(pid):
+    for member in process_tree(pid) if descendants else [pid]:
         # 1-based (man 5 proc): utime 14, stime 15, and of its exited children 16, 17.
         fields = _stat(member)
         total += sum(int(value) for value in fields[11:15]) / _TICKS if fields else 0.0
@@ -218,19 +218,24 @@ def server_pids() -> dict[str, int]:
 
 
 class CpuMeter:
-    """CPU seconds used by some processes between `start()` and `stop()`."""
+    """CPU seconds used by some processes (with their descendants; `alone`: without) between
+    `start()` and `stop()`."""
 
-    def __init__(self, pids: dict[str, int]):
-        self.pids = pids
+    def __init__(self, pids: dict[str, int], alone: dict[str, int] | None = None):
+        self.pids = {name: (pid, True) for name, pid in pids.items()}
+        self.pids.update({name: (pid, False) for name, pid in (alone or {}).items()})
         self._before: dict[str, float] = {}
         self.used: dict[str, float] = {}
 
+    def _now(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid, descendants) for name, (pid, descendants) in self.pids.items()}
+
     def start(self) -> CpuMeter:
-        self._before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._before = self._now()
         return self
 
     def stop(self) -> dict[str, float]:
-        self.used = {name: cpu_seconds(pid) - self._before[name] for name, pid in self.pids.items()}
+        self.used = {name: used - self._before[name] for name, used in self._now().items()}
         return self.used
 
 

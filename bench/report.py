@@ -133,7 +133,17 @@ def _scoring_figures(r: ScoringResults) -> dict[str, str]:
     driver_us = _med(x["raw insert (driver): CPU ms per 1,000 events"])
     # CPU per event of the whole path (client process + MariaDB), scoring vs the raw insert.
     total_us, raw_total_us = worker_us + db_worker, driver_us + db_raw
+    # Results of runs before the lanes were processes have no split (the placeholders then stay).
+    split = {
+        name: f"{_med(x[label]):.0f}"
+        for name, label in (
+            ("main_us", "worker main process (NATS): CPU ms per 1,000 events"),
+            ("lanes_us", "worker lane processes (scoring): CPU ms per 1,000 events"),
+        )
+        if x.get(label)
+    }
     return {
+        **split,
         "ratio": _pct(r.ratio.median),
         "total_us": f"{total_us:.0f}",
         "raw_total_us": f"{raw_total_us:.0f}",

@@ -102,7 +102,7 @@ async def drain_with_one_worker(target: Provisioned, total: int, log_path: Path,
     """Start one worker, time it from the first acknowledged event to an empty consumer."""
     connection = await nats.connect(target.servers.nats_url, connect_timeout=3)
     worker = start_worker(target, log_path)
-    meter = CpuMeter({"worker": worker.pid, **server_pids()})
+    meter = CpuMeter({"worker": worker.pid, **server_pids()}, alone={"worker main": worker.pid})
     try:
         js = connection.jetstream()
         deadline = time.monotonic() + timeout
@@ -134,6 +134,11 @@ def _record_cpu(
         return cpu_seconds / events * 1_000_000
 
     extra["worker: CPU ms per 1,000 events"].append(per_thousand(drain.cpu["worker"], drain.events))
+    main = per_thousand(drain.cpu["worker main"], drain.events)
+    extra["worker main process (NATS): CPU ms per 1,000 events"].append(main)
+    extra["worker lane processes (scoring): CPU ms per 1,000 events"].append(
+        per_thousand(drain.cpu["worker"], drain.events) - main
+    )
     extra["worker: cores busy"].append(drain.cpu["worker"] / drain.seconds)
     extra["raw insert (driver): CPU ms per 1,000 events"].append(
         per_thousand(inserted.cpu_seconds, inserted.events)

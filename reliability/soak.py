@@ -561,8 +561,8 @@ def render(results: SoakResults) -> str:
         + ".",
         "",
         "Per minute: each process's RSS (MiB) · open fds · TCP sockets at the minute's last "
-        "sample; accept->scored latency (ingest's receivedAt to the events row's scored_at) of the "
-        "events received in that minute.",
+        "sample (scoring: the worker and its two lane processes together); accept->scored latency "
+        "(ingest's receivedAt to the events row's scored_at) of the events received in that minute.",
         "",
         "| time | " + " | ".join(PROCESSES) + " | events | p50 ms | p99 ms |",
         "|---|" + "---|" * len(PROCESSES) + "---:|---:|---:|",
