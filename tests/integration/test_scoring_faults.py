@@ -179,6 +179,13 @@ async def wait_gone(pids: list[int], timeout: float = 5.0) -> list[int]:
     return alive
 
 
+def write_program_file(target: Target, folder: Path) -> Path:
+    """The program YAML a worker process reads (GAMIFY_PROGRAM_FILE)."""
+    path = folder / "program.yaml"
+    path.write_text(dump_program(target.program))
+    return path
+
+
 def scored_count(target: Target) -> int:
     return int(query(target.database_url, "SELECT COUNT(*) FROM events")[0][0])
 
@@ -239,8 +246,7 @@ async def test_sigkill_mid_stream_then_restart_scores_every_event_once(
     nats_url: str, mysql_admin_url: str, tmp_path: Path
 ) -> None:
     async with provisioned(FAULT_SPEC, nats_url, mysql_admin_url, ack_wait=ACK_WAIT) as target:
-        program_file = tmp_path / "program.yaml"
-        program_file.write_text(dump_program(target.program))
+        program_file = write_program_file(target, tmp_path)
         events = make_events(EVENTS, "k")
         await publish(target, events)
         workers: list[Worker] = []
@@ -275,8 +281,7 @@ async def test_a_lane_process_killed_stops_the_worker_and_nothing_is_lost(
     """A lane process dying (OOM killer, SIGKILL) must not turn into failed events: the worker
     stops with an error (its pod restarts) and what it held is redelivered and scored once."""
     async with provisioned(FAULT_SPEC, nats_url, mysql_admin_url, ack_wait=ACK_WAIT) as target:
-        program_file = tmp_path / "program.yaml"
-        program_file.write_text(dump_program(target.program))
+        program_file = write_program_file(target, tmp_path)
         events = make_events(EVENTS, "l", seed=14)
         await publish(target, events)
         first = Worker(target, program_file, tmp_path / "first.log")
@@ -302,8 +307,7 @@ async def test_sigterm_finishes_the_batch_in_hand_and_exits_zero(
     nats_url: str, mysql_admin_url: str, tmp_path: Path
 ) -> None:
     async with provisioned(FAULT_SPEC, nats_url, mysql_admin_url) as target:
-        program_file = tmp_path / "program.yaml"
-        program_file.write_text(dump_program(target.program))
+        program_file = write_program_file(target, tmp_path)
         events = make_events(EVENTS, "t", seed=12)
         await publish(target, events)
         first = Worker(target, program_file, tmp_path / "first.log")
@@ -404,8 +408,7 @@ async def test_database_outage_is_waited_out_without_losing_or_dead_lettering_ev
     nats_url: str, mysql_admin_url: str, tmp_path: Path
 ) -> None:
     async with provisioned(FAULT_SPEC, nats_url, mysql_admin_url, ack_wait=ACK_WAIT) as target:
-        program_file = tmp_path / "program.yaml"
-        program_file.write_text(dump_program(target.program))
+        program_file = write_program_file(target, tmp_path)
         real = make_url(target.database_url)
         proxy = CuttableProxy(real.host or "127.0.0.1", real.port or 3306)
         through_proxy = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
