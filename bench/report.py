@@ -319,6 +319,31 @@ def _summary(report: Report) -> list[str]:
     return lines
 
 
+BUSY_LOAD = 0.5  # a 1-minute load average above this before the run: something else was running
+
+
+def _conditions(report: Report) -> str:
+    """How quiet the machine was before the run (the benchmarks themselves raise the load)."""
+    try:
+        busy = float(report.load_before.split("/")[0]) > BUSY_LOAD
+    except ValueError:
+        busy = True
+    if busy:
+        return (
+            "> **These numbers come from a busy, shared 2-core machine** (load average "
+            f"{report.load_before} before the run, 1/5/15 min: other work was running). Absolute "
+            "rates are therefore low and vary between runs; the ratios, measured in the same run "
+            "against a raw baseline, are the more trustworthy figures. Final numbers should come "
+            "from a quiet machine: run `make bench` with nothing else running."
+        )
+    return (
+        f"> Measured on a quiet 2-core virtual machine (load average {report.load_before} before "
+        "the run, 1/5/15 min; the benchmarks themselves raise it). Its host is shared, so absolute "
+        "rates vary between runs; the ratios, measured in the same run against a raw baseline, "
+        "are the more trustworthy figures."
+    )
+
+
 def render(report: Report) -> str:
     lines = [
         "# Benchmarks",
@@ -326,12 +351,7 @@ def render(report: Report) -> str:
         f"Measured {report.date} by `{report.command}` (bench/run.py) in {report.seconds / 60:.1f} minutes"
         + (" — **quick mode: short runs, indicative only**." if report.quick else "."),
         "",
-        "> **These numbers come from a shared, noisy 2-core machine** (other engineers' tests and "
-        "builds ran at the same time: load average "
-        f"{report.load_before} before, {report.load_after} after, 1/5/15 min). Absolute rates are "
-        "therefore low and vary between runs; the ratios, measured in the same run against a raw "
-        "baseline, are the more trustworthy figures. Final numbers should come from a quiet "
-        "machine: run `make bench` with nothing else running.",
+        _conditions(report),
         "",
         "## Summary",
         "",
