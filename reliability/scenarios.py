@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+import signal
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -305,10 +306,13 @@ class _Outage:
     consumer_midway: ConsumerInfo | None = None  # the durable, half way through (if looked at)
 
 
-async def _outage(current: Stage, server: str, seconds: float, look_midway: bool = False) -> _Outage:
-    """Stop `server` (a PrivateServers component), keep it down `seconds`, start it again."""
+async def _outage(
+    current: Stage, server: str, seconds: float, look_midway: bool = False, signum: int = signal.SIGTERM
+) -> _Outage:
+    """Stop `server` (a PrivateServers component) with `signum`, keep it down `seconds`, start it
+    again."""
     started = time.time()
-    await asyncio.to_thread(current.private.stop, server)
+    await asyncio.to_thread(current.private.stop, server, signum)
     down = time.time()
     middle = None
     if look_midway:
@@ -330,7 +334,9 @@ async def _nats_restarts(
     outages: list[tuple[float, float]] = []
     for index in range(config.nats_restarts):
         await _next_fault(current, client, config)
-        outage = await _outage(current, "nats", config.nats_down)
+        # Every second outage is a crash: SIGKILL, no chance to flush or say goodbye to clients.
+        signum = signal.SIGKILL if index % 2 else signal.SIGTERM
+        outage = await _outage(current, "nats", config.nats_down, signum=signum)
         down, back = outage.down, outage.back
         outages.append((down, back))
         during = [a for a in client.attempts if down <= a.answered <= back]
@@ -340,13 +346,18 @@ async def _nats_restarts(
                 outage.started,
                 outage.ended,
                 {
+                    "signal": signal.Signals(signum).name,
                     "down_seconds": round(back - down, 2),
                     "answers_while_down": len(during),
                     "503_while_down": sum(1 for a in during if a.status == 503),
                 },
             )
         )
-        progress("nats", f"restart {index + 1}/{config.nats_restarts}: {len(during)} answers while down")
+        progress(
+            "nats",
+            f"restart {index + 1}/{config.nats_restarts} ({signal.Signals(signum).name}): "
+            f"{len(during)} answers while down",
+        )
     unavailable = [a for a in client.attempts if a.status == 503]
     without_header = [a for a in unavailable if not a.retry_after]
     # Sent after NATS was gone and answered before it came back: nothing could have stored it.
@@ -663,8 +674,9 @@ def _describe(name: str, config: SuiteConfig) -> tuple[str, str]:
         ),
         "nats-restart": (
             "Restart NATS during ingest",
-            f"{config.nats_restarts} times: stop nats-server (SIGTERM), keep it down {config.nats_down:g} s, "
-            f"start it again on the same store. Clients retry 503s after Retry-After. {load}.",
+            f"{config.nats_restarts} times: stop nats-server (SIGTERM, and every second time SIGKILL: a "
+            f"crash), keep it down {config.nats_down:g} s, start it again on the same store. Clients "
+            f"retry 503s after Retry-After. {load}.",
         ),
         "mariadb-stop": (
             "Stop MariaDB during scoring",
