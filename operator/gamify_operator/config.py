@@ -393,9 +393,9 @@ class _Reader:
 
     def positive(self, name: str, default: int) -> int:
         """A whole number > 0; `default` (any, e.g. 0 for "none") when the variable is unset."""
-        if not self.text(name, ""):
+        raw = self.text(name, "")
+        if not raw:
             return default
-        raw = self.text(name, str(default))
         try:
             value = int(raw)
         except ValueError:

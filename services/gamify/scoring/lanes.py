@@ -26,6 +26,7 @@ import signal
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from typing import Any
 
 from gamify.events import EventRecord, StreamEvent
@@ -104,12 +105,12 @@ def _score_in_lane(part: Sequence[tuple[tuple[Any, ...], int]]) -> BatchResult:
         result = score_batch(_lane["engine"], _lane["rules"], events)
     except Exception as exc:
         raise LaneFailure(describe_error(exc), is_transient(exc)) from None
-    log_decisions(_lane["log"], result)
+    _log_decisions(_lane["log"], result)
     # The outcomes were logged here; the worker needs only the counts and ids.
-    return BatchResult(result.scored, result.duplicates, [], result.points, result.attempts, result.erased)
+    return replace(result, outcomes=[])
 
 
-def log_decisions(log: Any, result: BatchResult) -> None:
+def _log_decisions(log: Any, result: BatchResult) -> None:
     """One debug line per event decided: followed end to end by its event id."""
     if not log.isEnabledFor(logging.DEBUG):
         return

@@ -41,7 +41,6 @@ from gamify.logs import get_logger
 from gamify.naming import ProgramNames
 from gamify.nats_login import SCORING, NatsLogin
 from gamify.program import EVENT_TYPE, REDEEM_EVENT, Program
-from gamify.rules.engine import RulesEngine
 from gamify.scoring.lanes import LaneFailure, LaneProcesses, LanesBroken
 from gamify.scoring.puller import BatchPuller, stream_sequence
 from gamify.scoring.store import (
@@ -198,7 +197,6 @@ class ScoringWorker:
             raise ValueError("lanes must be at least 1")
         self.program = program
         self.names = ProgramNames(program.name)
-        self.rules = RulesEngine(program.spec)
         self.nats_url = nats_url
         # The program's scoring user (none on a server without users); replies to its own inbox.
         self.login = login or NatsLogin.for_workload(self.names, SCORING)
@@ -365,7 +363,7 @@ class ScoringWorker:
                 await asyncio.to_thread(sync_reward_stock, self.engine, self.program.spec)
                 return
             except Exception as exc:
-                if not _is_transient(exc) or self._stop.is_set():
+                if not is_transient(exc) or self._stop.is_set():
                     raise
                 self.log.warning("database unavailable at start; retrying", error=_describe(exc), delay=delay)
                 await self._sleep(delay)
