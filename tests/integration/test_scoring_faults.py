@@ -92,14 +92,21 @@ def make_events(count: int, prefix: str, seed: int = 11) -> list[StreamEvent]:
 class Worker:
     """One `python -m gamify.scoring` process, its JSON log lines in a file."""
 
-    def __init__(self, target: Target, program_file: Path, log_path: Path, database_url: str | None = None):
+    def __init__(
+        self,
+        target: Target,
+        program_file: Path,
+        log_path: Path,
+        database_url: str | None = None,
+        log_level: str = "INFO",
+    ):
         env = {
             **os.environ,
             "GAMIFY_PROGRAM_FILE": str(program_file),
             "GAMIFY_NATS_URL": target.nats_url,
             "GAMIFY_DATABASE_URL": database_url or target.database_url,
             "GAMIFY_SCORING_BATCH": "100",
-            "GAMIFY_LOG_LEVEL": "INFO",
+            "GAMIFY_LOG_LEVEL": log_level,
         }
         self.log_path = log_path
         self._log = log_path.open("wb")
@@ -301,6 +308,30 @@ async def test_a_lane_process_killed_stops_the_worker_and_nothing_is_lost(
                 second.kill()
         assert_exactly_once(target, events)
         assert await dead_letters(target) == 0
+
+
+async def test_each_decision_is_logged_with_its_event_id_from_the_lanes(
+    nats_url: str, mysql_admin_url: str, tmp_path: Path
+) -> None:
+    """At DEBUG, the lane processes log one line per event (scored or duplicate) carrying its id
+    and the program: one event can be followed from ingest to the ledger."""
+    async with provisioned(FAULT_SPEC, nats_url, mysql_admin_url) as target:
+        program_file = write_program_file(target, tmp_path)
+        events = make_events(40, "d", seed=15)
+        # The first one again, as a re-send after the stream's dedupe window: a second message.
+        ids = [event.id for event in events] + [f"resent-{events[0].id}"]
+        await publish(target, [*events, events[0]], msg_ids=ids)
+        worker = Worker(target, program_file, tmp_path / "worker.log", log_level="DEBUG")
+        try:
+            await wait_drained(target)
+        finally:
+            worker.kill()
+        lines = worker.lines()
+        scored = [line for line in lines if line.get("msg") == "event scored"]
+        assert sorted(line["event_id"] for line in scored) == sorted(event.id for event in events)
+        assert all(line["program"] == target.program.name for line in scored)
+        skipped = [line["event_id"] for line in lines if line.get("msg") == "duplicate event skipped"]
+        assert skipped == [events[0].id]
 
 
 async def test_sigterm_finishes_the_batch_in_hand_and_exits_zero(
