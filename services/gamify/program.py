@@ -64,6 +64,20 @@ def _not_a_number(value: Any) -> Any:
     return value
 
 
+def _json_number(value: Any) -> Any:
+    # pydantic's lax mode reads `true` as 1 and "10" as 10; the API server (JSON types) refuses both.
+    if isinstance(value, bool | str):
+        raise ValueError("must be a number, not true/false or text")
+    return value
+
+
+def _json_boolean(value: Any) -> Any:
+    # Likewise "yes", "true" or 1 for a boolean: the API server refuses them, so the model does.
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
 def _check_aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("must be an RFC 3339 time with an offset, e.g. 2027-01-01T00:00:00-03:00")
@@ -80,6 +94,12 @@ Duration = Annotated[
     AfterValidator(_check_duration),
     Field(max_length=32, json_schema_extra={"pattern": DURATION_PATTERN}),
 ]
+# Numbers and booleans as JSON has them (so as the CRD's `integer`/`number`/`boolean` accept them).
+Integer = Annotated[int, BeforeValidator(_json_number)]
+# Not `Integer | None`: pydantic cannot place a Field's bounds inside that union (the CRD lost them).
+OptionalInteger = Annotated[int | None, BeforeValidator(_json_number)]
+Real = Annotated[float, BeforeValidator(_json_number)]
+Boolean = Annotated[bool, BeforeValidator(_json_boolean)]
 AwareTime = Annotated[datetime, BeforeValidator(_not_a_number), AfterValidator(_check_aware)]
 Identifier = Annotated[str, Field(min_length=1, max_length=63, pattern=IDENTIFIER)]
 
@@ -148,7 +168,7 @@ class Schedule(_Model):
 
 class Unit(_Model):
     property: str = Field(min_length=1, max_length=64, description="Numeric event property.")
-    size: float = Field(gt=0, description="Points are awarded per `size` of the property.")
+    size: Real = Field(gt=0, description="Points are awarded per `size` of the property.")
 
 
 class ConditionOp(StrEnum):
@@ -181,12 +201,12 @@ class Condition(_Model):
 class Rule(_Model):
     id: Identifier = Field(description="Rule id, unique in the program.")
     event: str = Field(min_length=1, max_length=64, pattern=EVENT_TYPE, description="Event type.")
-    points: int = Field(ge=0, le=1_000_000, description="Points per event (or per unit).")
+    points: Integer = Field(ge=0, le=1_000_000, description="Points per event (or per unit).")
     unit: Unit | None = Field(None, description="Award points per `size` of a numeric property.")
-    daily_cap: int | None = Field(
+    daily_cap: OptionalInteger = Field(
         None, ge=1, description="Max points per user per day from this rule, after boosts."
     )
-    once_per_user: bool = Field(False, description="At most one award per user, ever.")
+    once_per_user: Boolean = Field(False, description="At most one award per user, ever.")
     conditions: list[Condition] = Field(
         default_factory=list, max_length=16, description="All must hold for the rule to apply."
     )
@@ -204,9 +224,9 @@ class Boost(_Model):
     start: AwareTime = Field(description="First instant the boost applies (by occurredAt).")
     end: AwareTime = Field(description="Instant the boost stops applying (exclusive).")
     # Exact decimal arithmetic in Python; a plain number in YAML/JSON (the CRD says `number`).
-    multiplier: Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")] = Field(
-        gt=0, le=100, description="Points multiplier, e.g. 2 or 1.5."
-    )
+    multiplier: Annotated[
+        Decimal, BeforeValidator(_json_number), PlainSerializer(float, return_type=float, when_used="json")
+    ] = Field(gt=0, le=100, description="Points multiplier, e.g. 2 or 1.5.")
 
     @model_validator(mode="after")
     def _end_after_start(self) -> Boost:
@@ -218,9 +238,9 @@ class Boost(_Model):
 class Badge(_Model):
     id: Identifier = Field(description="Badge id, unique in the program.")
     name: str = Field(min_length=1, max_length=120, description="Display name.")
-    min_points: int | None = Field(None, ge=1, description="Awarded when total earned reaches it.")
+    min_points: OptionalInteger = Field(None, ge=1, description="Awarded when total earned reaches it.")
     rule: str | None = Field(None, max_length=63, description="Rule whose award count is the threshold.")
-    min_count: int | None = Field(None, ge=1, description="Awards of `rule` needed.")
+    min_count: OptionalInteger = Field(None, ge=1, description="Awards of `rule` needed.")
 
     @model_validator(mode="after")
     def _one_threshold(self) -> Badge:
@@ -236,15 +256,15 @@ class Badge(_Model):
 class Reward(_Model):
     id: Identifier = Field(description="Reward id, unique in the program.")
     name: str = Field(min_length=1, max_length=120, description="Display name.")
-    cost: int = Field(ge=1, description="Points spent to redeem it.")
-    stock: int | None = Field(None, ge=0, description="Units available; unlimited when absent.")
-    per_user_limit: int | None = Field(None, ge=1, description="Max redemptions per user.")
+    cost: Integer = Field(ge=1, description="Points spent to redeem it.")
+    stock: OptionalInteger = Field(None, ge=0, description="Units available; unlimited when absent.")
+    per_user_limit: OptionalInteger = Field(None, ge=1, description="Max redemptions per user.")
 
 
 class Leaderboard(_Model):
     id: Identifier = Field(description="Board id, unique in the program.")
     window: Window = Field(Window.all_time, description="all-time, weekly (ISO week) or daily.")
-    size: int = Field(100, ge=1, le=10_000, description="Entries published in the board.")
+    size: Integer = Field(100, ge=1, le=10_000, description="Entries published in the board.")
 
 
 class Snapshots(_Model):
@@ -257,19 +277,19 @@ class Snapshots(_Model):
 
 
 class RateLimit(_Model):
-    requests_per_second: float = Field(50, gt=0, description="Sustained requests per API key.")
-    burst: int = Field(100, ge=1, description="Requests a key may send at once.")
+    requests_per_second: Real = Field(50, gt=0, description="Sustained requests per API key.")
+    burst: Integer = Field(100, ge=1, description="Requests a key may send at once.")
 
 
 class Ingest(_Model):
-    replicas: int = Field(2, ge=0, le=100, description="Ingest replicas (without autoscaling).")
-    min_replicas: int | None = Field(None, ge=1, description="Autoscaling lower bound.")
-    max_replicas: int | None = Field(None, ge=1, le=100, description="Autoscaling upper bound.")
+    replicas: Integer = Field(2, ge=0, le=100, description="Ingest replicas (without autoscaling).")
+    min_replicas: OptionalInteger = Field(None, ge=1, description="Autoscaling lower bound.")
+    max_replicas: OptionalInteger = Field(None, ge=1, le=100, description="Autoscaling upper bound.")
     rate_limit: RateLimit = Field(default_factory=RateLimit, description="Per-key rate limit.")
 
 
 class Scoring(_Model):
-    replicas: int = Field(1, ge=0, le=50, description="Scoring workers on the durable consumer.")
+    replicas: Integer = Field(1, ge=0, le=50, description="Scoring workers on the durable consumer.")
 
 
 class Retention(_Model):
@@ -328,7 +348,7 @@ class ProgramSpec(_Model):
     retention: Retention = Field(
         default_factory=Retention, description="How long events are kept, and what deletion removes."
     )
-    suspend: bool = Field(False, description="Stop accepting events without deleting anything.")
+    suspend: Boolean = Field(False, description="Stop accepting events without deleting anything.")
 
     @model_validator(mode="after")
     def _consistent(self) -> ProgramSpec:

@@ -287,6 +287,23 @@ INVALID: list[tuple[str, Mutation, str, str]] = [
         "after its start",
     ),
     ("reserved event", _set("spec.rules.1.event", "reward.redeem"), "spec.rules[1].event", "reserved"),
+    # JSON types, as the API server has them: pydantic alone would read these as 1, 100, 2.5, 1.5, True.
+    ("points true", _set("spec.rules.1.points", True), "spec.rules[1].points", "must be a number"),
+    ("daily cap as text", _set("spec.rules.0.dailyCap", "100"), "spec.rules[0].dailyCap", "must be a number"),
+    (
+        "unit size as text",
+        _set("spec.rules.0.unit.size", "2.5"),
+        "spec.rules[0].unit.size",
+        "must be a number",
+    ),
+    (
+        "multiplier as text",
+        _set("spec.boosts.0.multiplier", "1.5"),
+        "spec.boosts[0].multiplier",
+        "must be a number",
+    ),
+    ("suspend as text", _set("spec.suspend", "yes"), "spec.suspend", "true or false"),
+    ("once per user as 1", _set("spec.rules.1.oncePerUser", 1), "spec.rules[1].oncePerUser", "true or false"),
     ("negative points", _set("spec.rules.1.points", -1), "spec.rules[1].points", "greater than or equal"),
     ("unit size zero", _set("spec.rules.0.unit.size", 0), "spec.rules[0].unit.size", "greater than 0"),
     ("zero daily cap", _set("spec.rules.0.dailyCap", 0), "spec.rules[0].dailyCap", "greater than or equal"),

@@ -59,7 +59,7 @@ def redeem(reward: Any, user: str = "u1", at: datetime = START + timedelta(days=
     return ScorableEvent(f"r{next(_ids)}", "reward.redeem", user, at, {"reward": reward})
 
 
-def boost(name: str, start: datetime, end: datetime, multiplier: float | str) -> dict[str, Any]:
+def boost(name: str, start: datetime, end: datetime, multiplier: float) -> dict[str, Any]:
     return {"name": name, "start": start.isoformat(), "end": end.isoformat(), "multiplier": multiplier}
 
 

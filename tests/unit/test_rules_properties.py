@@ -25,7 +25,7 @@ DAYS = 6
 EVENT_TYPES = ["a.x", "b.y", "c.z"]
 USERS = ["u1", "u2", "u3"]
 ZONES = ["UTC", "America/Sao_Paulo", "Asia/Kolkata", "Pacific/Chatham", "Asia/Tokyo"]
-MULTIPLIERS = ["0.5", "0.75", "1.1", "1.15", "1.5", "2", "3"]
+MULTIPLIERS = [0.5, 0.75, 1.1, 1.15, 1.5, 2, 3]
 UNIT_SIZES = [1, 3, 0.5, 0.1, 1000]
 
 PROPERTIES = settings(
