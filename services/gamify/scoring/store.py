@@ -188,7 +188,7 @@ def sync_reward_stock(engine: Engine, spec: ProgramSpec) -> None:
     rows = [(reward.id, reward.stock) for reward in sorted(spec.rewards, key=lambda r: r.id)]
     with engine.begin() as connection:
         _insert(
-            connection,
+            _Literals(connection),
             t.reward_stock.name,
             ("reward_id", "stock", "redeemed"),
             rows,
@@ -261,7 +261,7 @@ def _score_locked(
         # exclusively at once (INSERT IGNORE would take a shared lock: two transactions
         # upgrading shared locks deadlock). Then read them: a user may not be new after all.
         _insert(
-            connection,
+            literals,
             t.users.name,
             ("user_id", "points", "spent", "rev", "published_rev", "updated_at"),
             [(user,) for user in new_users],
@@ -449,7 +449,7 @@ def _lock_stock(
     if not reward_ids:
         return {}
     _insert(
-        literals.connection,
+        literals,
         t.reward_stock.name,
         ("reward_id", "stock", "redeemed"),
         [(reward_id, _spec_stock(spec, reward_id)) for reward_id in reward_ids],
@@ -531,7 +531,7 @@ NOW = "UTC_TIMESTAMP(6)"
 
 
 def _insert(
-    connection: Connection,
+    literals: _Literals,
     table: str,
     columns: Sequence[str],
     rows: Iterable[tuple[Any, ...]],
@@ -545,10 +545,9 @@ def _insert(
     are not sent per row. Built here rather than left to the driver's executemany, which falls
     back to one statement per row when `ON DUPLICATE KEY UPDATE` uses VALUES().
     """
-    literal = _literal_renderer(connection)
     row_sql = values or "(" + ", ".join(["%s"] * len(columns)) + ")"
-    rendered = [row_sql % tuple(map(literal, row)) for row in rows]
-    _insert_rendered(connection, table, columns, rendered, on_duplicate=on_duplicate)
+    rendered = [row_sql % tuple(map(literals.recurring, row)) for row in rows]
+    _insert_rendered(literals.connection, table, columns, rendered, on_duplicate=on_duplicate)
 
 
 def _insert_rendered(
