@@ -1,4 +1,4 @@
-"""parse_event: one raw event in, a normalised Event or an EventRejected naming the field."""
+"""parse_event: one raw event in, a normalised StreamEvent or an EventRejected naming the field."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from gamify.events import (
     StreamEvent,
     parse_event,
 )
+
+RECEIVED = datetime(2027, 1, 5, 12, 0, tzinfo=UTC)
 
 
 def raw(**changes: Any) -> dict[str, Any]:
@@ -41,12 +43,12 @@ def nested(levels: int) -> dict[str, Any]:
 
 def rejected(event: Any) -> EventRejected:
     with pytest.raises(EventRejected) as raised:
-        parse_event(event)
+        parse_event(event, RECEIVED)
     return raised.value
 
 
 def test_valid_event_is_normalised_to_utc() -> None:
-    event = parse_event(raw())
+    event = parse_event(raw(), RECEIVED)
     assert event.id == "evt-0f8c2a1e:7d41.1"
     assert event.type == "activity.steps"
     assert event.user == "u-1029"
@@ -57,16 +59,17 @@ def test_valid_event_is_normalised_to_utc() -> None:
 
 
 def test_optional_fields() -> None:
-    event = parse_event(raw(properties=..., source=..., occurredAt="2027-01-05T08:30:00Z"))
+    event = parse_event(raw(properties=..., source=..., occurredAt="2027-01-05T08:30:00Z"), RECEIVED)
     assert event.properties == {} and event.source is None
     assert event.occurred_at == datetime(2027, 1, 5, 8, 30, tzinfo=UTC)
 
 
 def test_stream_event_round_trips_through_bytes() -> None:
-    event = parse_event(raw())
-    stream = StreamEvent(**event.model_dump(), received_at=datetime(2027, 1, 5, 12, 0, tzinfo=UTC))
+    stream = parse_event(raw(), RECEIVED)
+    assert stream.received_at == RECEIVED
     data = stream.to_bytes()
     assert orjson.loads(data)["occurredAt"] == "2027-01-05T11:30:00Z"
+    assert orjson.loads(data)["receivedAt"] == "2027-01-05T12:00:00Z"
     assert StreamEvent.from_bytes(data) == stream
 
 
@@ -102,6 +105,7 @@ def test_stream_event_round_trips_through_bytes() -> None:
         ({"properties": [1, 2]}, "properties", "dictionary"),
         ({"source": "s" * 65}, "source", "at most 64"),
         ({"receivedAt": "2027-01-05T08:30:00Z"}, "receivedAt", "Extra inputs"),
+        ({"received_at": "2027-01-05T08:30:00Z"}, "received_at", "Extra inputs"),
         ({"type": ...}, "type", "required"),
         ({"user": ...}, "user", "required"),
         ({"occurredAt": ...}, "occurredAt", "required"),
@@ -138,8 +142,10 @@ def test_non_object_is_rejected(value: Any) -> None:
 
 
 def test_depth_limit_is_exact() -> None:
-    assert parse_event(raw(properties=nested(MAX_PROPERTIES_DEPTH))).properties
-    assert parse_event(raw(properties={"a": [[{"b": 1}]]})).properties  # 4 levels: object, list, list, object
+    assert parse_event(raw(properties=nested(MAX_PROPERTIES_DEPTH)), RECEIVED).properties
+    assert parse_event(
+        raw(properties={"a": [[{"b": 1}]]}), RECEIVED
+    ).properties  # 4 levels: object, list, list, object
     assert "deeper" in rejected(raw(properties={"a": [[{"b": {}}]]})).reason
 
 
@@ -153,7 +159,7 @@ def test_size_limit_is_exact() -> None:
     overhead = len(orjson.dumps({"blob": ""}))
     fits = {"blob": "x" * (MAX_PROPERTIES_BYTES - overhead)}
     assert len(orjson.dumps(fits)) == MAX_PROPERTIES_BYTES
-    assert parse_event(raw(properties=fits)).properties == fits
+    assert parse_event(raw(properties=fits), RECEIVED).properties == fits
     assert (
         "larger than"
         in rejected(raw(properties={"blob": "x" * (MAX_PROPERTIES_BYTES - overhead + 1)})).reason
@@ -161,12 +167,18 @@ def test_size_limit_is_exact() -> None:
 
 
 def test_numbers_at_the_limit_and_booleans_are_fine() -> None:
-    event = parse_event(raw(properties={"a": 10**15, "b": -1e15, "c": True, "d": 0.5, "e": None}))
+    event = parse_event(raw(properties={"a": 10**15, "b": -1e15, "c": True, "d": 0.5, "e": None}), RECEIVED)
     assert event.properties["a"] == 10**15
 
 
+def test_received_at_is_ingests_not_the_clients_and_other_errors_are_still_named() -> None:
+    refused = rejected(raw(receivedAt="2020-01-01T00:00:00Z", user=""))
+    assert "receivedAt" in refused.reason and "user" in refused.reason, refused.reason
+    assert refused.event_id == "evt-0f8c2a1e:7d41.1"
+
+
 def test_event_is_frozen() -> None:
-    event = parse_event(raw())
+    event = parse_event(raw(), RECEIVED)
     with pytest.raises(ValueError):
         event.user = "someone-else"  # type: ignore[misc]
     assert isinstance(event, Event)

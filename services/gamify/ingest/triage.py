@@ -37,7 +37,7 @@ def triage(spec: ProgramSpec, items: list[Any], now: datetime) -> Triage:
     seen: set[str] = set()
     for index, item in enumerate(items):
         try:
-            event = parse_event(item)
+            event = parse_event(item, received_at=now)
         except EventRejected as exc:
             result.reject(index, exc.event_id, exc.reason, INVALID)
             continue
@@ -50,6 +50,5 @@ def triage(spec: ProgramSpec, items: list[Any], now: datetime) -> Triage:
             result.repeated.append(event.id)
             continue
         seen.add(event.id)
-        # `event` is validated already: construct, do not validate every field a second time.
-        result.to_publish.append(StreamEvent.model_construct(**dict(event), received_at=now))
+        result.to_publish.append(event)
     return result
