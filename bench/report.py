@@ -104,6 +104,18 @@ def _analysis(name: str, figures: dict[str, str]) -> str:
     return path.read_text().strip().format_map(_Figures(figures))
 
 
+def _standing(ratios: Spread, target: float) -> str:
+    """How the runs sit against the target, in words (the verdict's margin, not the verdict)."""
+    if ratios.low >= target:
+        return f"every run is above the {target:.0%} target"
+    if ratios.median >= target:
+        return (
+            f"the median is above the {target:.0%} target but single runs fall below it, so a "
+            "noisier machine can tip the verdict"
+        )
+    return f"the median is below the {target:.0%} target"
+
+
 def _ingest_figures(r: IngestResults) -> dict[str, str]:
     x = r.extra
     ingest_us = _med(x["ingest process: CPU ms per 1,000 events"])
@@ -116,6 +128,7 @@ def _ingest_figures(r: IngestResults) -> dict[str, str]:
         "cpu_ratio": _pct(_med(x["ratio of CPU per event, raw / ingest (%)"]) / 100),
         "low": _pct(r.ratio.low),
         "high": _pct(r.ratio.high),
+        "standing": _standing(r.ratio, INGEST_TARGET),
         "ingest_cores": f"{_med(x['ingest process: cores busy']):.2f}",
         "raw_cores": f"{_med(x['raw publisher: cores busy']):.2f}",
         "nats_us": f"{_med(x['nats-server: CPU ms per 1,000 events, ingest']):.0f}",
