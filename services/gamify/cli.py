@@ -98,12 +98,27 @@ def local_status() -> None:
     """Programs set up on this machine and their processes."""
     from gamify import local
 
-    table = Table("program", "tenant", "ingest", "scoring", "snapshots", "ingest URL", "snapshot URL")
-    for name in local.known_programs():
+    names = local.known_programs()
+    if not names:
+        console.print("no programs on this machine: start one with `gamify local up -f PROGRAM.yaml`")
+        return
+    # A row per process, so the table stays narrow; names never cut, long URLs wrapped (not cut).
+    table = Table("program", "process", "state", "serves / writes to")
+    table.columns[0].no_wrap = True
+    table.columns[-1].overflow = "fold"
+    for name in names:
         state = local.load_state(name)
         alive = local.running(state)
-        marks = [("[green]up[/]" if alive.get(p) else "[dim]down[/]") for p in local.PROCESSES]
-        table.add_row(name, state.tenant, *marks, state.ingest_url, state.snapshot_url)
+        where = {"ingest": state.ingest_url, "snapshots": state.snapshot_url}
+        first_column = [name, f"[dim]tenant {state.tenant}[/]"]
+        for index, process in enumerate(local.PROCESSES):
+            table.add_row(
+                first_column[index] if index < len(first_column) else "",
+                process,
+                "[green]up[/]" if alive.get(process) else "[red]down[/]",
+                where.get(process, ""),
+                end_section=index == len(local.PROCESSES) - 1,
+            )
     console.print(table)
 
 

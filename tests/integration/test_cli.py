@@ -79,13 +79,15 @@ def test_local_up_json_then_leaderboard_and_down(
         rows = [line for line in board.output.splitlines() if " u0 " in line or " u1 " in line]
         assert len(rows) == 2 and "6" in rows[0] and "u0" in rows[0], board.output  # u0: 2 visits
 
-        status = runner.invoke(app, ["local", "status"], env={"COLUMNS": "200"})
-        assert name in status.output and "up" in status.output
+        # An 80-column terminal: the name and the ingest URL whole, every process up.
+        status = runner.invoke(app, ["local", "status"], env={"COLUMNS": "80"})
+        assert name in status.output and info["ingestURL"] in status.output, status.output
+        assert status.output.count(" up ") == len(local.PROCESSES), status.output
     finally:
         down = runner.invoke(app, ["local", "down", name])
     assert down.exit_code == 0 and f"stopped {name}" in down.output
-    status = runner.invoke(app, ["local", "status"], env={"COLUMNS": "200"})
-    assert "down" in status.output
+    status = runner.invoke(app, ["local", "status"], env={"COLUMNS": "80"})
+    assert status.output.count(" down ") == len(local.PROCESSES), status.output
 
 
 def test_local_up_with_the_database_down_is_a_short_error(
