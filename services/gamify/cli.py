@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from gamify.program import ProgramError, load_program
 
@@ -137,7 +137,7 @@ def snapshot_run(program: Annotated[str, typer.Argument(help="Program id.")]) ->
     report = run_snapshot(spec, state.database_url, state.bucket)
     table = Table(title=f"snapshot of {program}", show_header=False)
     for key, value in vars(report).items():
-        table.add_row(key, str(value))
+        table.add_row(key.replace("_", " "), str(value))
     console.print(table)
 
 
@@ -170,16 +170,20 @@ def leaderboard(
         _fail(f"program {program!r} has no leaderboards (mode {spec.mode.value})")
     board_id = board or spec.leaderboards[0].id
     doc = _published(program, f"leaderboards/{board_id}.json")
+    # Heading and date on lines of their own: as title and caption they would wrap to the
+    # width of three narrow columns.
+    console.print(
+        f"[bold]{program} · {board_id}[/] ({doc.get('window')}) · {doc.get('participants')} participants"
+    )
     table = Table(
-        "rank",
+        Column("rank", justify="right"),
         "user",
-        "points",
-        title=f"{program} · {board_id} ({doc.get('window')}) · {doc.get('participants')} participants",
-        caption=f"generated {doc.get('generatedAt')}",
+        Column("points", justify="right"),
     )
     for entry in doc.get("entries", [])[:top]:
         table.add_row(str(entry["rank"]), entry["user"], f"{entry['points']:,}")
     console.print(table)
+    console.print(f"[dim]generated {doc.get('generatedAt')}[/]")
 
 
 @app.command("user")
@@ -189,7 +193,8 @@ def user(
 ) -> None:
     """Show one employee's published snapshot."""
     doc = _published(program, f"users/{user_id}.json")
-    summary = Table(title=f"{program} · {user_id}", show_header=False)
+    console.print(f"[bold]{program} · {user_id}[/]")
+    summary = Table(show_header=False)
     summary.add_row("points", f"{doc['points']:,}")
     summary.add_row("balance", f"{doc['balance']:,}")
     for board_id, rank in doc.get("ranks", {}).items():
