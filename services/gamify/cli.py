@@ -9,6 +9,8 @@ gamify user PROGRAM USER                    one employee's published snapshot
 gamify validate PROGRAM.yaml                check a program file, naming bad fields
 gamify users erase PROGRAM USER             erase one employee (LGPD/GDPR), recorded in an audit log
 gamify users erasures PROGRAM [--user U]    the program's erasure audit log
+gamify deadletters list PROGRAM             events scoring gave up on, with the reason
+gamify deadletters replay PROGRAM --all     put them back on their subjects (or name EVENT_IDs)
 gamify run ingest|scoring|snapshots         the service processes (what containers run)
 gamify demo                                 the whole pipeline on this machine
 """
@@ -24,6 +26,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 from gamify.program import ProgramError, load_program
@@ -39,6 +42,10 @@ app.add_typer(local_app, name="local")
 app.add_typer(snapshot_app, name="snapshot")
 users_app = typer.Typer(help="Employees' data: erasure (LGPD/GDPR) and its audit log.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+deadletters_app = typer.Typer(
+    help="Events scoring gave up on: read them, replay them once the cause is fixed.", no_args_is_help=True
+)
+app.add_typer(deadletters_app, name="deadletters")
 
 console = Console()
 errors = Console(stderr=True)
@@ -265,8 +272,11 @@ def users_erase(
         str | None, typer.Option("--by", help="Who asked for it, for the audit log (default: you).")
     ] = None,
 ) -> None:
-    """Erase everything about USER in PROGRAM: events (anonymised), ledger, balances, badges,
-    redemptions, board points, snapshot object and stream messages. Recorded in an audit log."""
+    """Erase everything about USER in PROGRAM, recorded in an audit log.
+
+    Events (anonymised), ledger, balances, badges, redemptions, board points, snapshot object and
+    stream messages.
+    """
     import getpass
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -354,6 +364,87 @@ def users_erasures(
             removed,
         )
     console.print(table)
+
+
+def _dead_letter_rows(title: str, letters: list[Any], notes: dict[int, str] | None = None) -> Table:
+    """Dead letters as a table; `notes` (by dead-letter sequence) replace the reason column."""
+    # Ids can be 128 characters and reasons longer: both wrap; the time never does.
+    table = Table(
+        Column("seq", justify="right"),
+        Column("event id, type", overflow="fold"),
+        Column("dead-lettered (UTC)", no_wrap=True),
+        Column("why" if notes else "reason", overflow="fold"),
+        title=title,
+    )
+    for letter in letters:
+        when = letter.dead_lettered_at.strftime("%Y-%m-%d %H:%M:%S") if letter.dead_lettered_at else "-"
+        why = (notes or {}).get(letter.sequence, letter.reason)
+        event = f"{escape(letter.event_id or '-')}\n[dim]{escape(letter.event_type)}[/]"
+        table.add_row(str(letter.sequence), event, when, escape(why))  # reasons quote "[...]"
+    return table
+
+
+def _nats_failure(program: str, exc: Exception) -> None:
+    _fail(f"cannot read the stream of {program!r} ({exc}); is NATS up, and GAMIFY_NATS_URL an admin login?")
+
+
+@deadletters_app.command("list")
+def deadletters_list(
+    program: Annotated[str, typer.Argument(help="Program id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """The program's dead letters, oldest first, with the reason each one failed."""
+    from gamify.deadletters import NATS_FAILURES, run_list
+    from gamify.settings import Servers
+
+    try:
+        letters = run_list(Servers.from_env().nats_url, program)
+    except NATS_FAILURES as exc:
+        _nats_failure(program, exc)
+        return
+    if as_json:
+        print(json.dumps([letter.as_dict() for letter in letters]))
+        return
+    if not letters:
+        console.print(f"no dead letters in {program}")
+        return
+    console.print(_dead_letter_rows(f"{len(letters)} dead letter(s) in {program}", letters))
+
+
+@deadletters_app.command("replay")
+def deadletters_replay(
+    program: Annotated[str, typer.Argument(help="Program id.")],
+    event_ids: Annotated[
+        list[str] | None, typer.Argument(metavar="[EVENT_ID]...", help="Replay these events only.")
+    ] = None,
+    replay_all: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+) -> None:
+    """Put dead-lettered events back on their subjects, once the cause is fixed; each scores once.
+
+    Their dead letters are deleted; replaying an event twice never counts it twice.
+    """
+    from gamify.deadletters import NATS_FAILURES, run_replay
+    from gamify.settings import Servers
+
+    if bool(event_ids) == replay_all:
+        _fail("name the events to replay (EVENT_ID ...) or pass --all, not both", code=2)
+    try:
+        result = run_replay(Servers.from_env().nats_url, program, None if replay_all else event_ids)
+    except NATS_FAILURES as exc:
+        _nats_failure(program, exc)
+        return
+    if result.replayed:
+        console.print(_dead_letter_rows(f"replayed in {program}", result.replayed))
+    if result.not_replayable:
+        letters = [letter for letter, _ in result.not_replayable]
+        notes = {letter.sequence: why for letter, why in result.not_replayable}
+        console.print(_dead_letter_rows("not replayed (kept)", letters, notes))
+    for event_id in result.not_found:
+        errors.print(f"[yellow]no dead letter for event {event_id!r}[/]")
+    if not (result.replayed or result.not_replayable or result.not_found):
+        console.print(f"no dead letters in {program}")
+    if result.not_found or result.not_replayable:
+        raise typer.Exit(1)
 
 
 class Service(StrEnum):

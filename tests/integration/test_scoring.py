@@ -18,13 +18,13 @@ import orjson
 import pytest
 from sqlalchemy import create_engine, text
 
-from gamify.events import StreamEvent
-from gamify.scoring.worker import (
+from gamify.deadletters import (
     HEADER_EVENT_ID,
     HEADER_REASON,
     HEADER_SEQUENCE,
     HEADER_SUBJECT,
 )
+from gamify.events import StreamEvent
 from tests.integration.scoring_support import (
     MSG_ID,
     SCENARIO_SPEC,

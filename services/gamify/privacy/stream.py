@@ -2,8 +2,8 @@
 
 The stream keeps events for `retention.eventsMaxAge` after they are scored (limits retention,
 for replay), and dead letters just as long, so an erasure must remove them there too. Subjects
-carry the event type, not the user, so every message of the stream is read once (an ephemeral,
-unacknowledged consumer on all the program's subjects: events and dead letters) and those whose
+carry the event type, not the user, so every message of the stream is read once
+(`gamify.stream_scan`, on all the program's subjects: events and dead letters) and those whose
 JSON body names the user are deleted with the stream's message-delete API. That API, without
 `no_erase`, overwrites the message on disk before removing it.
 
@@ -15,27 +15,17 @@ the scorer already ignores an erased user's new events, and a second erasure rem
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import nats
 import orjson
 from nats.aio.client import Client
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from gamify.naming import ProgramNames
+from gamify.stream_scan import Progress, connect, scan_stream
 
-FETCH_BATCH = 1000
-FETCH_TIMEOUT = 2.0
-CONNECT_TIMEOUT = 5.0
 DELETES_AT_ONCE = 64
-# An interrupted scan leaves its consumer behind; the server removes it after this idle time.
-CONSUMER_IDLE_SECONDS = 60.0
-
-Progress = Callable[[int, int], None]  # (messages read, messages to read)
 
 
 @dataclass(frozen=True)
@@ -57,47 +47,21 @@ def _names_user(data: bytes, user: str, needle: bytes) -> bool:
 async def _matching_sequences(
     nc: Client, names: ProgramNames, user: str, progress: Progress | None
 ) -> tuple[int, list[int]]:
-    js = nc.jetstream()
-    try:
-        info = await js.stream_info(names.stream)
-    except NotFoundError:
-        return 0, []
-    last, total = info.state.last_seq, info.state.messages
-    if total == 0:
-        return 0, []
-    config = ConsumerConfig(
-        deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.NONE,
-        inactive_threshold=CONSUMER_IDLE_SECONDS,
-        mem_storage=True,
-        description=f"gamify erasure scan for {names.program}",
-    )
-    subscription = await js.pull_subscribe(names.subjects, stream=names.stream, config=config)
     needle = orjson.dumps(user)  # the id as it appears in JSON, quotes included
     matched: list[int] = []
-    scanned = 0
-    try:
-        while True:
-            try:
-                messages = await subscription.fetch(FETCH_BATCH, timeout=FETCH_TIMEOUT)
-            except NatsTimeout:
-                break  # nothing more to read
-            done = False
-            for msg in messages:
-                meta = msg.metadata
-                scanned += 1
-                if _names_user(msg.data, user, needle):
-                    matched.append(meta.sequence.stream)
-                done = meta.num_pending == 0 or meta.sequence.stream >= last
-            if progress is not None:
-                progress(scanned, max(total, scanned))
-            if done:
-                break
-    finally:
-        await subscription.unsubscribe()
-        if config.name:  # pull_subscribe names the ephemeral consumer in `config`
-            with contextlib.suppress(NotFoundError):
-                await js.delete_consumer(names.stream, config.name)
+
+    def visit(msg: Msg) -> None:
+        if _names_user(msg.data, user, needle):
+            matched.append(msg.metadata.sequence.stream)
+
+    scanned = await scan_stream(
+        nc.jetstream(),
+        names.stream,
+        names.subjects,
+        visit,
+        description=f"gamify erasure scan for {names.program}",
+        progress=progress,
+    )
     return scanned, matched
 
 
@@ -106,7 +70,7 @@ async def erase_from_stream(
 ) -> StreamErased:
     """Delete every message of `user` from `program`'s stream (events and dead letters)."""
     names = ProgramNames(program)
-    nc = await nats.connect(nats_url, connect_timeout=CONNECT_TIMEOUT, max_reconnect_attempts=2)
+    nc = await connect(nats_url)
     try:
         scanned, sequences = await _matching_sequences(nc, names, user, progress)
         js = nc.jetstream()

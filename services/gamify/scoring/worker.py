@@ -36,6 +36,14 @@ from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
+from gamify.deadletters import (
+    HEADER_DELIVERIES,
+    HEADER_EVENT_ID,
+    HEADER_REASON,
+    HEADER_SEQUENCE,
+    HEADER_SUBJECT,
+    MSG_ID,
+)
 from gamify.events import StreamEvent
 from gamify.logs import get_logger
 from gamify.naming import ProgramNames
@@ -61,14 +69,6 @@ BACKOFF_START = 0.2
 BACKOFF_MAX = 5.0
 DEFAULT_ACK_WAIT = 30.0
 REASON_HEADER_LENGTH = 1000
-
-# Dead-letter headers (the original message's body is kept as it was).
-HEADER_REASON = "Gamify-Reason"
-HEADER_SUBJECT = "Gamify-Original-Subject"
-HEADER_SEQUENCE = "Gamify-Stream-Sequence"
-HEADER_EVENT_ID = "Gamify-Event-Id"
-HEADER_DELIVERIES = "Gamify-Deliveries"
-MSG_ID = "Nats-Msg-Id"
 
 EVENTS = Counter(
     "gamify_scoring_events_total",
