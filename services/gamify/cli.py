@@ -284,6 +284,7 @@ def users_erase(
 
     from gamify.privacy.erase import ErasureError, erase_user
     from gamify.storage import StorageError
+    from gamify.stream_scan import NATS_FAILURES
 
     if not yes and not typer.confirm(
         f"Erase every record of {user_id!r} in {program!r}? This cannot be undone", err=True
@@ -306,7 +307,7 @@ def users_erase(
     except ErasureError as exc:
         _fail(str(exc))
         return
-    except (SQLAlchemyError, StorageError, OSError) as exc:
+    except (SQLAlchemyError, StorageError, *NATS_FAILURES) as exc:
         # The driver's message names the server and the problem, never a password.
         _fail(
             f"erasure of {user_id!r} in {program!r} failed, run it again: {getattr(exc, 'orig', None) or exc}"
@@ -394,8 +395,9 @@ def deadletters_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
     """The program's dead letters, oldest first, with the reason each one failed."""
-    from gamify.deadletters import NATS_FAILURES, run_list
+    from gamify.deadletters import run_list
     from gamify.settings import Servers
+    from gamify.stream_scan import NATS_FAILURES
 
     try:
         letters = run_list(Servers.from_env().nats_url, program)
@@ -423,8 +425,9 @@ def deadletters_replay(
 
     Their dead letters are deleted; replaying an event twice never counts it twice.
     """
-    from gamify.deadletters import NATS_FAILURES, run_replay
+    from gamify.deadletters import run_replay
     from gamify.settings import Servers
+    from gamify.stream_scan import NATS_FAILURES
 
     if bool(event_ids) == replay_all:
         _fail("name the events to replay (EVENT_ID ...) or pass --all, not both", code=2)

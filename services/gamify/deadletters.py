@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import nats
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -47,8 +46,6 @@ HEADER_EVENT_ID = "Gamify-Event-Id"
 HEADER_DELIVERIES = "Gamify-Deliveries"
 MSG_ID = "Nats-Msg-Id"
 
-# What reaching or reading the stream can raise: refused, unauthorised, timed out, no stream.
-NATS_FAILURES = (OSError, TimeoutError, nats.errors.Error)
 
 log = get_logger("gamify.deadletters")
 

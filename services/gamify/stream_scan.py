@@ -25,6 +25,8 @@ FETCH_TIMEOUT = 2.0
 CONSUMER_IDLE_SECONDS = 60.0
 
 CONNECT_TIMEOUT = 5.0
+# What reaching or reading a stream can raise: refused, unauthorised, timed out, no stream.
+NATS_FAILURES = (OSError, TimeoutError, nats.errors.Error)
 
 Progress = Callable[[int, int], None]  # (messages read, messages to read)
 

@@ -590,3 +590,14 @@ async def test_cli_users_erase_and_audit_log(
 
         invalid = await asyncio.to_thread(cli, "users", "erase", name, "../etc", "--yes")
         assert invalid.exit_code == 1 and "not a valid user id" in invalid.output
+
+        # NATS unreachable: the rows go, the stream cannot be read: one line says run it again,
+        # and the second run finishes the job (the stream messages are still there for it).
+        monkeypatch.setenv("GAMIFY_NATS_URL", "nats://127.0.0.1:1")
+        broken = await asyncio.to_thread(cli, "users", "erase", name, "bob", "--yes")
+        assert broken.exit_code == 1 and isinstance(broken.exception, SystemExit)  # not a crash
+        assert "run it again" in broken.output and "Traceback" not in broken.output, broken.output
+        monkeypatch.setenv("GAMIFY_NATS_URL", nats_url)
+        finished = await asyncio.to_thread(cli, "users", "erase", name, "bob", "--yes", "--json")
+        assert finished.exit_code == 0, finished.output
+        assert json.loads(finished.output)["counts"]["streamMessages"] == 3
