@@ -70,7 +70,7 @@ def summarise(
     raw_profile: Path,
     top: int = 25,
     only_thread: str | None = None,
-    exclude: str | None = None,
+    exclude: tuple[str, ...] = (),
     categories: tuple[tuple[str, tuple[str, ...]], ...] = (),
 ) -> str:
     """Shares of samples: by category, inclusive per project function, self per function."""
@@ -81,7 +81,7 @@ def summarise(
     total = 0
     for line in raw_profile.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if (only_thread and only_thread not in stack) or (exclude and exclude in stack):
+        if (only_thread and only_thread not in stack) or any(marker in stack for marker in exclude):
             continue
         count = int(count_text)
         total += count
@@ -102,7 +102,7 @@ def summarise(
     if not total:
         return "no samples"
     lines = [f"{total} samples" + (f" in stacks through {only_thread}" if only_thread else "")]
-    lines[0] += f" without {exclude}" if exclude else ""
+    lines[0] += f" without {', '.join(exclude)}" if exclude else ""
     lines.append(f"{waiting / total:6.1%}  waiting (socket reads, select, thread waits)")
     if categories:
         lines.append("-- by activity --")
@@ -142,7 +142,9 @@ async def profile_scoring(py_spy: str, target: Provisioned, workdir: Path, event
     payloads = stream_payloads(make_events(events, 5000, new_tag()))
     await raw_publish(target.servers.nats_url, target.names, payloads)
     out = workdir / "scoring.raw"
-    args = [py_spy, "record", "--idle", "--rate", "200", "--format", "raw", "--output", str(out), "--"]
+    # --subprocesses: the lane processes too (their stacks start in multiprocessing's spawn_main).
+    args = [py_spy, "record", "--idle", "--subprocesses", "--rate", "200", "--format", "raw"]
+    args += ["--output", str(out), "--"]
     worker = start_process(
         [*args, PYTHON, "-m", "gamify.scoring"], target.service_env(SCORING), workdir / "w.log"
     )
@@ -167,10 +169,10 @@ async def profile_scoring(py_spy: str, target: Provisioned, workdir: Path, event
     head = f"scoring: {events:,} events drained in {elapsed:.1f}s (start-up included)\n"
     return "\n".join(
         [
-            head + "== the worker's main thread: event loop (fetch, parse, ack) ==",
-            summarise(out, exclude="Thread._bootstrap"),
-            "== the scoring thread (score_batch; socket reads = waiting on MariaDB) ==",
-            summarise(out, only_thread="score_batch"),
+            head + "== the worker's main process, main thread: event loop (fetch, parse, ack) ==",
+            summarise(out, exclude=("Thread._bootstrap", "spawn_main")),
+            "== the lane processes (score_batch; socket reads = waiting on MariaDB) ==",
+            summarise(out, only_thread="_score_in_lane"),
         ]
     )
 
