@@ -385,14 +385,24 @@ def _dead_letter_rows(title: str, letters: list[Any], notes: dict[int, str] | No
     return table
 
 
-def _nats_failure(program: str, exc: Exception) -> None:
-    _fail(f"cannot read the stream of {program!r} ({exc}); is NATS up, and GAMIFY_NATS_URL an admin login?")
+def _print_letters(title: str, letters: list[Any], limit: int, notes: dict[int, str] | None = None) -> None:
+    console.print(_dead_letter_rows(title, letters[:limit], notes))
+    if len(letters) > limit:
+        console.print(f"… and {len(letters) - limit:,} more (--limit N to see more, --json for all)")
+
+
+def _nats_failure(doing: str, exc: Exception) -> None:
+    _fail(f"could not {doing} ({exc}); is NATS up, and GAMIFY_NATS_URL an admin login?")
+
+
+LIMIT_OPTION = typer.Option("--limit", min=1, help="Rows to show.")
 
 
 @deadletters_app.command("list")
 def deadletters_list(
     program: Annotated[str, typer.Argument(help="Program id.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list (every one).")] = False,
+    limit: Annotated[int, LIMIT_OPTION] = 50,
 ) -> None:
     """The program's dead letters, oldest first, with the reason each one failed."""
     from gamify.deadletters import run_list
@@ -402,7 +412,7 @@ def deadletters_list(
     try:
         letters = run_list(Servers.from_env().nats_url, program)
     except NATS_FAILURES as exc:
-        _nats_failure(program, exc)
+        _nats_failure(f"read the dead letters of {program!r}", exc)
         return
     if as_json:
         print(json.dumps([letter.as_dict() for letter in letters]))
@@ -410,7 +420,7 @@ def deadletters_list(
     if not letters:
         console.print(f"no dead letters in {program}")
         return
-    console.print(_dead_letter_rows(f"{len(letters)} dead letter(s) in {program}", letters))
+    _print_letters(f"{len(letters):,} dead letter(s) in {program}", letters, limit)
 
 
 @deadletters_app.command("replay")
@@ -420,28 +430,42 @@ def deadletters_replay(
         list[str] | None, typer.Argument(metavar="[EVENT_ID]...", help="Replay these events only.")
     ] = None,
     replay_all: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+    limit: Annotated[int, LIMIT_OPTION] = 50,
 ) -> None:
     """Put dead-lettered events back on their subjects, once the cause is fixed; each scores once.
 
     Their dead letters are deleted; replaying an event twice never counts it twice.
     """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     from gamify.deadletters import run_replay
     from gamify.settings import Servers
     from gamify.stream_scan import NATS_FAILURES
 
     if bool(event_ids) == replay_all:
         _fail("name the events to replay (EVENT_ID ...) or pass --all, not both", code=2)
+    progress = Progress(
+        TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), console=errors, transient=True
+    )
+    task = progress.add_task("replay", total=None)
     try:
-        result = run_replay(Servers.from_env().nats_url, program, None if replay_all else event_ids)
+        with progress:
+            result = run_replay(
+                Servers.from_env().nats_url,
+                program,
+                None if replay_all else event_ids,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
     except NATS_FAILURES as exc:
-        _nats_failure(program, exc)
+        # Safe to run again: what was replayed is gone from the dead letters, or counts once.
+        _nats_failure(f"replay the dead letters of {program!r}, run it again", exc)
         return
     if result.replayed:
-        console.print(_dead_letter_rows(f"replayed in {program}", result.replayed))
+        _print_letters(f"{len(result.replayed):,} replayed in {program}", result.replayed, limit)
     if result.not_replayable:
         letters = [letter for letter, _ in result.not_replayable]
         notes = {letter.sequence: why for letter, why in result.not_replayable}
-        console.print(_dead_letter_rows("not replayed (kept)", letters, notes))
+        _print_letters(f"{len(letters):,} not replayed (kept)", letters, limit, notes)
     for event_id in result.not_found:
         errors.print(f"[yellow]no dead letter for event {event_id!r}[/]")
     if not (result.replayed or result.not_replayable or result.not_found):

@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from gamify.events import StreamEvent
 from gamify.logs import get_logger
 from gamify.naming import ProgramNames
-from gamify.stream_scan import connect, scan_stream
+from gamify.stream_scan import Progress, connect, scan_stream
 
 # Headers of a dead letter (its body is the original message's, unchanged).
 HEADER_REASON = "Gamify-Reason"
@@ -141,9 +141,11 @@ def _why_not(letter: DeadLetter, names: ProgramNames) -> str | None:
     return None
 
 
-async def replay(nats_url: str, program: str, event_ids: Iterable[str] | None = None) -> Replayed:
+async def replay(
+    nats_url: str, program: str, event_ids: Iterable[str] | None = None, progress: Progress | None = None
+) -> Replayed:
     """Put dead-lettered events back on their subjects (all of them, or those of `event_ids`)
-    and delete their dead letters."""
+    and delete their dead letters; `progress` is told (dead letters done, dead letters chosen)."""
     names = ProgramNames(program)
     wanted = None if event_ids is None else set(event_ids)
     nc = await connect(nats_url)
@@ -153,7 +155,9 @@ async def replay(nats_url: str, program: str, event_ids: Iterable[str] | None = 
         chosen = [letter for letter in letters if wanted is None or letter.event_id in wanted]
         found = {letter.event_id for letter in chosen}
         result = Replayed([], [], sorted((wanted or set()) - found))
-        for letter in chosen:
+        for done, letter in enumerate(chosen, start=1):
+            if progress is not None:
+                progress(done, len(chosen))
             why = _why_not(letter, names)
             if why is not None:
                 result.not_replayable.append((letter, why))
@@ -184,5 +188,7 @@ def run_list(nats_url: str, program: str) -> list[DeadLetter]:
     return asyncio.run(list_dead_letters(nats_url, program))
 
 
-def run_replay(nats_url: str, program: str, event_ids: Iterable[str] | None = None) -> Replayed:
-    return asyncio.run(replay(nats_url, program, event_ids))
+def run_replay(
+    nats_url: str, program: str, event_ids: Iterable[str] | None = None, progress: Progress | None = None
+) -> Replayed:
+    return asyncio.run(replay(nats_url, program, event_ids, progress))

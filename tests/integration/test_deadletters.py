@@ -110,10 +110,14 @@ async def test_replaying_an_event_already_scored_counts_it_once(nats_url: str, m
         async with running_workers(target, **WORKER):
             await wait_drained(target)
             before = points(target)
+            told: list[tuple[int, int]] = []  # what the progress callback heard
             for _ in range(2):
                 await write_dead_letter(target, event)
-                result = await deadletters.replay(nats_url, target.names.program)
-                assert [d.event_id for d in result.replayed] == ["g2"]
+                told.clear()
+                result = await deadletters.replay(
+                    nats_url, target.names.program, progress=lambda done, total: told.append((done, total))
+                )
+                assert [d.event_id for d in result.replayed] == ["g2"] and told == [(1, 1)]
                 await wait_drained(target)
         assert ledger_rows(target, "g2") == 1 and points(target) == before
         assert await deadletters.list_dead_letters(nats_url, target.names.program) == []
@@ -152,11 +156,20 @@ async def test_cli_lists_and_replays_in_readable_tables(nats_url: str, mysql_adm
         code, output = await asyncio.to_thread(cli, "list", program)
         assert code == 0 and "c1" in output and "app.login" in output
         assert "written by the test [type=value_error]" in output, output  # printed, not read as markup
+        for index in (2, 3):
+            await write_dead_letter(
+                target, stream_event(f"c{index}", "app.login", "fay", "2027-01-05T12:00:00Z")
+            )
+        code, output = await asyncio.to_thread(cli, "list", program, "--limit", "2")
+        assert code == 0 and "3 dead letter(s)" in output and "… and 1 more" in output, output
+        assert "c2" in output and "c3" not in output
 
         code, output = await asyncio.to_thread(cli, "replay", program)
         assert code == 2 and "--all" in output  # neither ids nor --all: nothing is done
 
         code, output = await asyncio.to_thread(cli, "replay", program, "c1", "nope")
-        assert code == 1 and "replayed in" in output and "c1" in output and "'nope'" in output
+        assert code == 1 and "1 replayed in" in output and "c1" in output and "'nope'" in output
+        code, output = await asyncio.to_thread(cli, "replay", program, "--all")
+        assert code == 0 and "2 replayed in" in output and "c3" in output, output
         code, output = await asyncio.to_thread(cli, "list", program, "--json")
         assert code == 0 and output.strip() == "[]"
