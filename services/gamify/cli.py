@@ -17,9 +17,11 @@ gamify demo                                 the whole pipeline on this machine
 
 from __future__ import annotations
 
+import contextlib
 import json
 import runpy
 import sys
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -49,6 +51,18 @@ app.add_typer(deadletters_app, name="deadletters")
 
 console = Console()
 errors = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def _progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A bar on stderr while a long operation runs (gone when it ends); yields the
+    `(done, total)` callback the operation reports to."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), console=errors, transient=True)
+    task = bar.add_task(label, total=None)
+    with bar:
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -279,7 +293,6 @@ def users_erase(
     """
     import getpass
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from sqlalchemy.exc import SQLAlchemyError
 
     from gamify.privacy.erase import ErasureError, erase_user
@@ -292,18 +305,9 @@ def users_erase(
         raise typer.Exit(1)
     target = _erasure_target(program)
     by = requested_by or getpass.getuser()
-    progress = Progress(
-        TextColumn("scanning the stream"), BarColumn(), MofNCompleteColumn(), console=errors, transient=True
-    )
-    task = progress.add_task("scan", total=None)
     try:
-        with progress:
-            report = erase_user(
-                target,
-                user_id,
-                by,
-                progress=lambda done, total: progress.update(task, completed=done, total=total),
-            )
+        with _progress_bar("scanning the stream") as progress:
+            report = erase_user(target, user_id, by, progress=progress)
     except ErasureError as exc:
         _fail(str(exc))
         return
@@ -436,26 +440,16 @@ def deadletters_replay(
 
     Their dead letters are deleted; replaying an event twice never counts it twice.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from gamify.deadletters import run_replay
     from gamify.settings import Servers
     from gamify.stream_scan import NATS_FAILURES
 
     if bool(event_ids) == replay_all:
         _fail("name the events to replay (EVENT_ID ...) or pass --all, not both", code=2)
-    progress = Progress(
-        TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), console=errors, transient=True
-    )
-    task = progress.add_task("replay", total=None)
     try:
-        with progress:
-            result = run_replay(
-                Servers.from_env().nats_url,
-                program,
-                None if replay_all else event_ids,
-                progress=lambda done, total: progress.update(task, completed=done, total=total),
-            )
+        with _progress_bar("replaying") as progress:
+            chosen = None if replay_all else event_ids
+            result = run_replay(Servers.from_env().nats_url, program, chosen, progress=progress)
     except NATS_FAILURES as exc:
         # Safe to run again: what was replayed is gone from the dead letters, or counts once.
         _nats_failure(f"replay the dead letters of {program!r}, run it again", exc)
