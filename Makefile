@@ -81,8 +81,9 @@ lint: venv ## ruff (lint and format check) and mypy
 	$(BIN)/mypy $(MYPY_PACKAGES)
 	$(BIN)/python -m gamify_operator.crd --check
 
-crds: venv ## regenerate crds/ from the pydantic program model
+crds: venv ## regenerate crds/ from the pydantic program model, and the chart's copy
 	$(BIN)/python -m gamify_operator.crd --write
+	cp crds/gamificationprograms.gamification.io.yaml charts/gamification-operator/crds/
 
 demo: venv servers-up ## run the whole pipeline on this machine with a sample program
 	$(BIN)/gamify demo

@@ -238,6 +238,12 @@ def status_schema() -> Schema:
             "stream": _string("JetStream stream of the program's events."),
             "database": _string("MySQL schema (and user) of the program."),
             "snapshotURL": _string("Where the JSON snapshots are published."),
+            "deadLetters": {
+                "type": "integer",
+                "format": "int64",
+                "minimum": 0,
+                "description": "Events scoring gave up on, waiting to be replayed (gamify deadletters).",
+            },
             "extensions": {
                 "type": "array",
                 "description": "History of changes to spec.schedule.end, oldest first.",
@@ -440,6 +446,12 @@ def _printer_columns() -> list[dict[str, Any]]:
         column("Phase", ".status.phase", description="Where the program is in its life."),
         column("Start", ".spec.schedule.start", description="When the program opens."),
         column("End", ".spec.schedule.end", description="When the program closes."),
+        column(
+            "Dead letters",
+            ".status.deadLetters",
+            kind="integer",
+            description="Events scoring gave up on; gamify deadletters list shows them.",
+        ),
         column("Ingest URL", ".status.ingestURL", priority=1, description="Where apps POST events."),
         column("Age", ".metadata.creationTimestamp", kind="date"),
     ]

@@ -183,7 +183,12 @@ async def lifecycle_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, *
     if lock.locked():
         return  # a change handler is on it; the next tick looks again
     async with lock:
-        result = await _reconciler(memo).tick(body, now=_now(), post=_poster(body))
+        reconciler = _reconciler(memo)
+        result = await reconciler.tick(body, now=_now(), post=_poster(body))
+        if result is None and (body.get("status") or {}).get("phase"):
+            counted = await reconciler.dead_letters(body, post=_poster(body))
+            if counted is not None:
+                patch.status.update(counted)
     if result is not None:
         _write(patch, result)
 

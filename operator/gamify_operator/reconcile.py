@@ -23,8 +23,9 @@ through `kube.Kube`, and error messages about them are reduced to their HTTP sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +33,8 @@ from typing import Any
 import bcrypt
 import kopf
 from nats import connect as connect_nats
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from sqlalchemy.exc import DBAPIError
 
@@ -172,23 +175,41 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-async def pending_events(nats_url: str, program: str) -> int:
-    """Events the scoring consumer has not acknowledged yet (0 when there is no consumer)."""
-    names = ProgramNames(program)
+@contextlib.asynccontextmanager
+async def _jetstream(nats_url: str) -> AsyncIterator[JetStreamContext]:
+    """A short connection for one look at a program's stream (bounded in time, never hangs)."""
     connection = await asyncio.wait_for(
         connect_nats(nats_url, connect_timeout=3, max_reconnect_attempts=1, reconnect_time_wait=0.5),
         timeout=10,
     )
     try:
+        yield connection.jetstream(timeout=10)
+    finally:
+        await connection.close()
+
+
+async def pending_events(nats_url: str, program: str) -> int:
+    """Events the scoring consumer has not acknowledged yet (0 when there is no consumer)."""
+    names = ProgramNames(program)
+    async with _jetstream(nats_url) as js:
         try:
-            info = await connection.jetstream(timeout=10).consumer_info(names.stream, names.durable)
+            info = await js.consumer_info(names.stream, names.durable)
         except NotFoundError:
             return 0
         # A message nak'ed with a delay is in neither count: it shows as delivered, not acked.
         unacked = int(info.delivered.stream_seq or 0) > int(info.ack_floor.stream_seq or 0)
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0) + int(unacked)
-    finally:
-        await connection.close()
+
+
+async def dead_letter_count(nats_url: str, program: str) -> int | None:
+    """Messages waiting in the program's dead letters (None when it has no stream)."""
+    names = ProgramNames(program)
+    async with _jetstream(nats_url) as js:
+        try:
+            info = await js.stream_info(names.stream, subjects_filter=names.dead_letter_filter)
+        except NotFoundError:
+            return None
+        return sum((info.state.subjects or {}).values())
 
 
 class Reconciler:
@@ -252,6 +273,29 @@ class Reconciler:
                 closing=closing,
             )
         return await self.reconcile(body, now=now, post=post)
+
+    async def dead_letters(self, body: Mapping[str, Any], *, post: EventPoster) -> dict[str, Any] | None:
+        """`status.deadLetters` when it changed (None otherwise), with a Warning event when it
+        grew: events scoring gave up on do not count for anyone until they are replayed, and
+        a program manager sees it in `kubectl get gp` without access to NATS."""
+        name = body["metadata"]["name"]
+        current = (body.get("status") or {}).get("deadLetters")
+        try:
+            count = await dead_letter_count(self.config.nats_url, name)
+        except (OSError, TimeoutError, NatsError) as exc:
+            log.info("dead letters not counted", program=name, error=str(exc))
+            return None
+        if count is None or count == current:
+            return None
+        if count > (current or 0):
+            post(
+                "Warning",
+                "DeadLetters",
+                f"{count} event(s) could not be scored and wait in the dead letters: "
+                f"gamify deadletters list {name}; replay them once the cause is fixed",
+            )
+        log.info("dead letters counted", program=name, dead_letters=count, before=current)
+        return {"deadLetters": count}
 
     async def _keys_changed(self, program: str) -> bool:
         """Whether the API keys Secret was edited (a key added or removed by hand for rotation,

@@ -144,7 +144,7 @@ def test_chart_crd_is_byte_identical_to_top_level_crd() -> None:
     assert top, "no top-level CRD"
     for name in top:
         assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), (
-            f"charts/gamification-operator/crds/{name} drifted from crds/{name}: copy it again"
+            f"charts/gamification-operator/crds/{name} drifted from crds/{name}: run `make crds`"
         )
     # The only other CRD is Kopf's peering one.
     extra = {p.name for p in (CHART / "crds").glob("*.yaml")} - set(top)

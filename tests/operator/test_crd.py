@@ -639,18 +639,19 @@ def test_kubectl_get_shows_the_printer_columns_and_stored_defaults(
         crd.VERSION,
         crd.PLURAL,
         stored_program,
-        {"status": {"phase": "Scheduled", "ingestURL": "http://ingest.example/v1/events"}},
+        {"status": {"phase": "Scheduled", "ingestURL": "http://ingest.example/v1/events", "deadLetters": 3}},
     )
     table = kubectl("get", "gp", stored_program)
     assert table.returncode == 0, table.stderr
     header, row = table.stdout.splitlines()
-    assert header.split() == ["NAME", "TENANT", "PHASE", "START", "END", "AGE"]
-    assert row.split()[:5] == [
+    assert header.split() == ["NAME", "TENANT", "PHASE", "START", "END", "DEAD", "LETTERS", "AGE"]
+    assert row.split()[:6] == [
         stored_program,
         "acme",
         "Scheduled",
         "2027-01-01T00:00:00-03:00",
         "2027-03-01T00:00:00-03:00",
+        "3",
     ]
     wide = kubectl("get", "gamificationprograms", stored_program, "-o", "wide")
     assert wide.returncode == 0, wide.stderr
@@ -661,6 +662,8 @@ def test_kubectl_get_shows_the_printer_columns_and_stored_defaults(
         "PHASE",
         "START",
         "END",
+        "DEAD",
+        "LETTERS",
         "INGEST",
         "URL",
         "AGE",

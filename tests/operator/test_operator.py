@@ -357,11 +357,11 @@ def test_program_becomes_an_isolated_tenant(
     finally:
         engine.dispose()
 
-    # kubectl get gp: tenant, phase, start, end, age.
+    # kubectl get gp: tenant, phase, start, end, dead letters (a column once counted), age.
     table = kubectl("get", "gp", name)
     assert table.returncode == 0, table.stderr
     header, row = table.stdout.splitlines()
-    assert header.split() == ["NAME", "TENANT", "PHASE", "START", "END", "AGE"]
+    assert header.split() == ["NAME", "TENANT", "PHASE", "START", "END", "DEAD", "LETTERS", "AGE"]
     assert row.split()[:5] == [
         name,
         "acme",
@@ -501,6 +501,49 @@ def test_suspend_scales_ingest_to_zero_and_deletes_nothing(
     patch_spec(programs, name, {"suspend": False})
     wait_status(programs, name, phase_is("Active", 3), "Active again")
     assert deployment_replicas(dyn, name, "ingest") == 2
+
+
+# --- dead letters ----------------------------------------------------------------------------------
+
+
+async def _dead_letter(nats_url: str, name: str, delete_seq: int | None = None) -> int:
+    """Write one dead letter into the program's stream as the scorer does (or delete one)."""
+    names = ProgramNames(name)
+    connection = await connect_nats(nats_url, connect_timeout=3)
+    try:
+        js = connection.jetstream()
+        if delete_seq is not None:
+            await js.delete_msg(names.stream, delete_seq)
+            return delete_seq
+        ack = await js.publish(
+            names.dead_letter_subject("app.visit"),
+            b"{not json",
+            headers={"Gamify-Reason": "not a valid event", "Gamify-Event-Id": "junk-1"},
+        )
+        return int(ack.seq)
+    finally:
+        await connection.close()
+
+
+def test_dead_letters_show_in_the_status_and_as_a_warning(
+    operator: OperatorProcess,
+    programs: client.CustomObjectsApi,
+    kube_api: client.ApiClient,
+    kubectl: Kubectl,
+    nats_url: str,
+) -> None:
+    name = create(programs, "dlq")
+    wait_status(programs, name, lambda b: b.get("status", {}).get("deadLetters") == 0, "no dead letters")
+    seq = asyncio.run(_dead_letter(nats_url, name))
+    wait_status(programs, name, lambda b: b["status"].get("deadLetters") == 1, "one dead letter counted")
+    warning = wait_event(kube_api, name, "DeadLetters")
+    assert warning["type"] == "Warning" and f"gamify deadletters list {name}" in warning["message"]
+    header, row = kubectl("get", "gp", name).stdout.splitlines()
+    assert header.split()[5:7] == ["DEAD", "LETTERS"] and row.split()[5] == "1", (header, row)
+    asyncio.run(_dead_letter(nats_url, name, delete_seq=seq))  # replayed, or deleted
+    wait_status(programs, name, lambda b: b["status"].get("deadLetters") == 0, "counted down again")
+    warnings = [e for e in events(kube_api, name) if e["reason"] == "DeadLetters"]
+    assert len(warnings) == 1  # one when they grew, none on the way down
 
 
 # --- the lifecycle ----------------------------------------------------------------------------------

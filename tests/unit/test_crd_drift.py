@@ -108,6 +108,7 @@ def test_names_scope_versions_and_columns(manifest: dict[str, Any]) -> None:
         ("Phase", ".status.phase", 0),
         ("Start", ".spec.schedule.start", 0),
         ("End", ".spec.schedule.end", 0),
+        ("Dead letters", ".status.deadLetters", 0),
         ("Age", ".metadata.creationTimestamp", 0),
     ]
 
