@@ -107,6 +107,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # API errors: retry soon, then back off; one slow program does not hold the others.
     settings.networking.error_backoffs = (1, 2, 4, 8, 16, 32)
     settings.queueing.worker_limit = SETTINGS.worker_limit
+    # A program deleted while its timer ticks (a tick reads a Secret and the stream: tens of ms)
+    # keeps its finalizer until the tick ends, and Kopf looks again only every
+    # `cancellation_polling` s (60 by default): a deletion then hung for a minute. Wait a little
+    # for the tick, then look every 2 s.
+    settings.background.instant_exit_timeout = 0.5
+    settings.background.cancellation_polling = 2
     if SETTINGS.selector:
         settings.watching.label_selectors[GROUP, PLURAL] = SETTINGS.selector
 
@@ -182,15 +188,16 @@ async def lifecycle_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, *
     lock = _lock(memo, body.metadata.name)
     if lock.locked():
         return  # a change handler is on it; the next tick looks again
+    reconciler = _reconciler(memo)
     async with lock:
-        reconciler = _reconciler(memo)
         result = await reconciler.tick(body, now=_now(), post=_poster(body))
-        if result is None and (body.get("status") or {}).get("phase"):
-            counted = await reconciler.dead_letters(body, post=_poster(body))
-            if counted is not None:
-                patch.status.update(counted)
     if result is not None:
         _write(patch, result)
+    elif (body.get("status") or {}).get("phase"):
+        # Outside the lock: only a look at the stream, it must not hold a change handler up.
+        counted = await reconciler.dead_letters(body, post=_poster(body))
+        if counted is not None:
+            patch.status.update(counted)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
