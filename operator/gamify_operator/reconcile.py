@@ -32,12 +32,11 @@ from typing import Any
 
 import bcrypt
 import kopf
-from nats import connect as connect_nats
-from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from sqlalchemy.exc import DBAPIError
 
+from gamify import stream_scan
 from gamify.credentials import generate_api_key, generate_password, hash_api_key, parse_key_hashes
 from gamify.logs import get_logger
 from gamify.naming import ProgramNames
@@ -178,10 +177,7 @@ def _reason(exc: BaseException) -> str:
 @contextlib.asynccontextmanager
 async def _jetstream(nats_url: str) -> AsyncIterator[JetStreamContext]:
     """A short connection for one look at a program's stream (bounded in time, never hangs)."""
-    connection = await asyncio.wait_for(
-        connect_nats(nats_url, connect_timeout=3, max_reconnect_attempts=1, reconnect_time_wait=0.5),
-        timeout=10,
-    )
+    connection = await asyncio.wait_for(stream_scan.connect(nats_url), timeout=10)
     try:
         yield connection.jetstream(timeout=10)
     finally:
@@ -205,11 +201,8 @@ async def dead_letter_count(nats_url: str, program: str) -> int | None:
     """Messages waiting in the program's dead letters (None when it has no stream)."""
     names = ProgramNames(program)
     async with _jetstream(nats_url) as js:
-        try:
-            info = await js.stream_info(names.stream, subjects_filter=names.dead_letter_filter)
-        except NotFoundError:
-            return None
-        return sum((info.state.subjects or {}).values())
+        counted = await stream_scan.count_on(js, names.stream, names.dead_letter_filter)
+    return None if counted is None else counted[0]
 
 
 class Reconciler:
@@ -282,7 +275,7 @@ class Reconciler:
         current = (body.get("status") or {}).get("deadLetters")
         try:
             count = await dead_letter_count(self.config.nats_url, name)
-        except (OSError, TimeoutError, NatsError) as exc:
+        except stream_scan.NATS_FAILURES as exc:
             log.info("dead letters not counted", program=name, error=str(exc))
             return None
         if count is None or count == current:

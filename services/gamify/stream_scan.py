@@ -42,6 +42,16 @@ async def connect(nats_url: str) -> Client:
     )
 
 
+async def count_on(js: JetStreamContext, stream: str, subject_filter: str) -> tuple[int, int] | None:
+    """(messages of `stream` on `subject_filter`, the stream's last sequence); None when the
+    stream does not exist."""
+    try:
+        info = await js.stream_info(stream, subjects_filter=subject_filter)
+    except NotFoundError:
+        return None
+    return sum((info.state.subjects or {}).values()), info.state.last_seq
+
+
 async def scan_stream(
     js: JetStreamContext,
     stream: str,
@@ -53,14 +63,10 @@ async def scan_stream(
 ) -> int:
     """Call `visit` with each message of `stream` on `subject_filter`, oldest first; return how
     many were read (0 when the stream does not exist)."""
-    try:
-        info = await js.stream_info(stream, subjects_filter=subject_filter)
-    except NotFoundError:
+    counted = await count_on(js, stream, subject_filter)
+    if counted is None or counted[0] == 0:
         return 0
-    total = sum((info.state.subjects or {}).values())
-    if total == 0:
-        return 0
-    last = info.state.last_seq
+    total, last = counted
     config = ConsumerConfig(
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.NONE,
